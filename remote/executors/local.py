@@ -1,0 +1,71 @@
+"""The embedded default: jobs as detached local processes.
+
+`start_new_session=True` puts the job in its own process group, so closing
+the terminal, the TUI or the SSH session does not kill it; a later `fibtui`
+finds it again by PID (checked against the job directory in its command
+line, so a reused PID is never mistaken for the job).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from remote.executors.base import Executor, JobStatus
+from sessions.jobfiles import STDERR, STDOUT, read_result
+
+
+def _proc_state(pid: int, job_dir: Path) -> str | None:
+    """'alive', 'zombie' or None (gone, or the PID now belongs to someone else)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if str(job_dir).encode() not in cmd:
+        return None
+    return "zombie" if stat.rsplit(")", 1)[1].split()[0] == "Z" else "alive"
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self):
+        self._children: dict[int, subprocess.Popen] = {}
+
+    def submit(self, job_dir: Path) -> str:
+        job_dir = Path(job_dir).resolve()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(job_dir / STDOUT, "ab") as out, open(job_dir / STDERR, "ab") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "remote.run", str(job_dir)], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, cwd=job_dir, env=env, start_new_session=True)
+        self._children[proc.pid] = proc
+        return str(proc.pid)
+
+    def status(self, jobs: list[tuple[str, Path]]) -> dict[str, JobStatus]:
+        out = {}
+        for ext, job_dir in jobs:
+            pid = int(ext)
+            child = self._children.get(pid)
+            if child is not None and child.poll() is not None:
+                self._children.pop(pid)  # reaped: our own child has exited
+            state = _proc_state(pid, Path(job_dir).resolve())
+            if state == "alive":
+                out[ext] = JobStatus("RUNNING")
+                continue
+            res = read_result(job_dir)
+            if res is None:
+                out[ext] = JobStatus("FAILED", "process ended without a result; see stderr.log")
+            elif res.get("status") == "completed":
+                out[ext] = JobStatus("COMPLETED")
+            else:
+                out[ext] = JobStatus("FAILED", res.get("error", "failed"))
+        return out
+
+    def cancel(self, external_id: str, job_dir: Path) -> None:
+        pid = int(external_id)
+        if _proc_state(pid, Path(job_dir).resolve()) == "alive":
+            os.killpg(pid, signal.SIGTERM)

@@ -1,0 +1,114 @@
+"""An anisotropy-aware 3D U-Net.
+
+Pooling and kernel sizes follow the voxel size (nnU-Net's rule): an axis whose
+voxels are already more than twice as coarse as the finest axis is neither
+pooled nor convolved across (kernel 1) until the other axes catch up. On a
+50 nm × 4.6 nm ssTEM stack that makes the upper levels 2D and the bottom 3D;
+on isotropic FIB-SEM it is a plain 3D U-Net. BatchNorm (not instance/group
+norm) keeps the eval-mode net translation-equivariant, so blockwise
+prediction has no seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    levels: int = 4
+    base: int = 16
+    voxel_size: tuple[float, float, float] = (8.0, 8.0, 8.0)
+    in_channels: int = 1
+    out_channels: int = 1
+    kernels: list[tuple[int, int, int]] = field(default_factory=list)
+    pools: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.kernels:
+            self.kernels, self.pools = plan(self.voxel_size, self.levels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        d = dict(d)
+        d["voxel_size"] = tuple(d["voxel_size"])
+        d["kernels"] = [tuple(k) for k in d["kernels"]]
+        d["pools"] = [tuple(p) for p in d["pools"]]
+        return cls(**d)
+
+    @property
+    def divisor(self) -> tuple[int, int, int]:
+        """Input extents must be multiples of this (the product of the pools)."""
+        out = [1, 1, 1]
+        for p in self.pools:
+            out = [o * q for o, q in zip(out, p)]
+        return tuple(out)
+
+
+def plan(voxel_size, levels: int):
+    vs = [float(v) for v in voxel_size]
+    kernels, pools = [], []
+    for lvl in range(levels):
+        finest = min(vs)
+        coarse = [v > 2 * finest for v in vs]
+        kernels.append(tuple(1 if c else 3 for c in coarse))
+        if lvl < levels - 1:
+            p = tuple(1 if c else 2 for c in coarse)
+            pools.append(p)
+            vs = [v * q for v, q in zip(vs, p)]
+    return kernels, pools
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k):
+        pad = tuple(x // 2 for x in k)
+        super().__init__(
+            nn.Conv3d(cin, cout, k, padding=pad, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+            nn.Conv3d(cout, cout, k, padding=pad, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+        )
+
+
+class UNet3D(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = [cfg.base * 2**i for i in range(cfg.levels)]
+        self.down = nn.ModuleList()
+        cin = cfg.in_channels
+        for i in range(cfg.levels):
+            self.down.append(ConvBlock(cin, ch[i], cfg.kernels[i]))
+            cin = ch[i]
+        self.pool = nn.ModuleList(nn.MaxPool3d(p, p) for p in cfg.pools)
+        self.upconv = nn.ModuleList(
+            nn.ConvTranspose3d(ch[i + 1], ch[i], cfg.pools[i], cfg.pools[i]) for i in range(cfg.levels - 1)
+        )
+        self.up = nn.ModuleList(ConvBlock(2 * ch[i], ch[i], cfg.kernels[i]) for i in range(cfg.levels - 1))
+        self.head = nn.Conv3d(ch[0], cfg.out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.pool):
+                skips.append(x)
+                x = self.pool[i](x)
+        for i in reversed(range(len(self.up))):
+            x = self.up[i](torch.cat([self.upconv[i](x), skips[i]], dim=1))
+        return self.head(x)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def normalize(raw_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 → roughly zero-mean unit-range float, the same in train and predict."""
+    return raw_u8.float().div_(127.5).sub_(1.0)

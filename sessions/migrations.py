@@ -1,0 +1,70 @@
+"""The session schema, as an ordered list of sqlite-utils migrations.
+
+Append new migrations at the end; never edit an applied one. Every session
+file records which ran in `_sqlite_migrations`.
+"""
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("fibtui")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["volumes"].create(
+        {
+            "name": str, "path": str, "shape": str, "dtype": str, "voxel_size": str,
+            "levels": int, "source": str, "source_sha256": str, "created": str,
+        },
+        pk="name",
+    )
+    db["rounds"].create(
+        {"n": int, "created": str, "target": str, "parent": int, "status": str},
+        pk="n",
+    )
+    db["crops"].create(
+        {
+            "id": int, "round": int, "volume": str, "path": str, "offset": str,
+            "shape": str, "classes": str, "source": str, "sha256": str,
+            "labelled_voxels": int, "created": str,
+        },
+        pk="id",
+        foreign_keys=[("round", "rounds", "n"), ("volume", "volumes", "name")],
+    )
+    db["holdout"].create(
+        {
+            "id": int, "volume": str, "offset": str, "shape": str, "seed": int,
+            "labels_path": str, "classes": str, "created": str,
+        },
+        pk="id",
+        foreign_keys=[("volume", "volumes", "name")],
+    )
+    db["jobs"].create(
+        {
+            "id": str, "round": int, "kind": str, "executor": str, "external_id": str,
+            "state": str, "reason": str, "dir": str, "submitted": str, "started": str,
+            "ended": str, "progress": float, "message": str, "events_offset": int,
+            "heartbeat": str,
+        },
+        pk="id",
+        foreign_keys=[("round", "rounds", "n")],
+    )
+    db["metrics"].create(
+        {"id": int, "job": str, "round": int, "step": int, "name": str, "value": float, "time": str},
+        pk="id",
+    )
+    db["metrics"].create_index(["job", "name", "step"])
+    db["checkpoints"].create(
+        {"id": int, "job": str, "round": int, "path": str, "iteration": int, "sha256": str, "created": str},
+        pk="id",
+    )
+    db["messages"].create(
+        {"id": int, "time": str, "author": str, "text": str, "round": int, "crop": int},
+        pk="id",
+    )
+    db["notes"].create(
+        {"id": int, "time": str, "author": str, "action": str, "reason": str, "round": int},
+        pk="id",
+    )

@@ -1,0 +1,161 @@
+"""OME-Zarr (NGFF 0.5, zarr v3) multiscale volumes: layout, pyramid, access.
+
+NGFF 0.5 because it is the version on zarr v3, which brings sharding for the
+TB-scale volumes; ome-zarr-py and napari read it. Pyramids respect anisotropy:
+an axis whose voxels are already coarser than the finest axis is not halved.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from sessions.errors import FibError
+
+NGFF_VERSION = "0.5"
+AXES = ("z", "y", "x")
+DEFAULT_CHUNKS = (16, 128, 128)
+Progress = Callable[[int, int], None] | None
+
+
+def pyramid_plan(shape, voxel_size, *, min_extent: int = 64, max_levels: int = 8) -> list[tuple[int, int, int]]:
+    """Per-level downsampling factors (relative to the level above).
+
+    An axis is halved only if its voxel is not already coarser than twice the
+    finest axis (nnU-Net's rule) and it is still longer than `min_extent`.
+    Always at least two levels, so every volume has an overview.
+    """
+    shape, vs = list(shape), list(voxel_size)
+    plan: list[tuple[int, int, int]] = []
+    while len(plan) < max_levels - 1:
+        finest = min(vs)
+        f = tuple(2 if (vs[a] < 2 * finest and shape[a] >= 2 * min_extent // 2) else 1 for a in range(3))
+        if f == (1, 1, 1) or (plan and max(shape) <= min_extent):
+            break
+        plan.append(f)
+        shape = [-(-s // k) for s, k in zip(shape, f)]
+        vs = [v * k for v, k in zip(vs, f)]
+    if not plan:  # tiny volume: still give a (trivial) second level
+        plan.append(tuple(2 if s >= 2 else 1 for s in shape))
+    return plan
+
+
+def downsample_mean(block: np.ndarray, f) -> np.ndarray:
+    """Block mean with edge replication, so odd extents keep their last voxels."""
+    pad = [(0, (-s) % k) for s, k in zip(block.shape, f)]
+    if any(p[1] for p in pad):
+        block = np.pad(block, pad, mode="edge")
+    z, y, x = block.shape
+    r = block.reshape(z // f[0], f[0], y // f[1], f[1], x // f[2], f[2]).astype(np.float32)
+    return np.rint(r.mean(axis=(1, 3, 5))).astype(block.dtype)
+
+
+@dataclass
+class Multiscale:
+    """An opened OME-Zarr image: its levels and their voxel sizes (nm)."""
+
+    path: Path
+    group: zarr.Group
+    levels: list[zarr.Array]
+    scales: list[tuple[float, float, float]]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.levels[0].shape)
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return self.scales[0]
+
+
+def ome_metadata(name: str, scales, unit: str = "nanometer") -> dict:
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [{"name": a, "type": "space", "unit": unit} for a in AXES],
+                "datasets": [
+                    {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": list(map(float, s))}]}
+                    for i, s in enumerate(scales)
+                ],
+            }
+        ],
+    }
+
+
+def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNKS, name: str | None = None,
+           levels: int | None = None) -> Multiscale:
+    """Create an empty multiscale image (all levels), overwriting `path`."""
+    plan = pyramid_plan(shape, voxel_size)
+    if levels is not None:
+        plan = plan[: max(levels - 1, 0)]
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    arrays, scales = [], []
+    cur_shape, cur_vs = tuple(shape), tuple(float(v) for v in voxel_size)
+    for i in range(len(plan) + 1):
+        if i:
+            f = plan[i - 1]
+            cur_shape = tuple(-(-s // k) for s, k in zip(cur_shape, f))
+            cur_vs = tuple(v * k for v, k in zip(cur_vs, f))
+        ch = tuple(min(c, s) for c, s in zip(chunks, cur_shape))
+        arrays.append(group.create_array(
+            str(i), shape=cur_shape, chunks=ch, dtype=dtype, fill_value=0,
+            compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=list(AXES),
+        ))
+        scales.append(cur_vs)
+    group.attrs["ome"] = ome_metadata(name or path.name.split(".")[0], scales)
+    return Multiscale(Path(path), group, arrays, scales)
+
+
+def open_multiscale(path: str | Path, mode: str = "r") -> Multiscale:
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode=mode)
+        ms = group.attrs["ome"]["multiscales"][0]
+    except Exception:
+        raise FibError(f"{path}: not an OME-Zarr image (no 'ome.multiscales' metadata)") from None
+    levels, scales = [], []
+    for ds in ms["datasets"]:
+        levels.append(group[ds["path"]])
+        scales.append(tuple(next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")))
+    return Multiscale(path, group, levels, scales)
+
+
+def slabs(n: int, step: int) -> Iterator[tuple[int, int]]:
+    for z0 in range(0, n, step):
+        yield z0, min(z0 + step, n)
+
+
+def build_pyramid(ms: Multiscale, progress: Progress = None) -> None:
+    """Fill levels 1.. from level 0, streaming slabs of whole chunks in z."""
+    total = sum(a.shape[0] for a in ms.levels[1:])
+    done = 0
+    for i in range(1, len(ms.levels)):
+        src, dst = ms.levels[i - 1], ms.levels[i]
+        f = tuple(int(round(b / a)) for a, b in zip(ms.scales[i - 1], ms.scales[i]))
+        step = dst.chunks[0]
+        for z0, z1 in slabs(dst.shape[0], step):
+            block = src[z0 * f[0]: z1 * f[0]]
+            out = downsample_mean(block, f)
+            dst[z0:z1] = out[: z1 - z0, : dst.shape[1], : dst.shape[2]]
+            done += z1 - z0
+            if progress:
+                progress(done, total)
+
+
+def publish(partial: Path, final: Path) -> None:
+    """Atomically expose a fully written store under its final name."""
+    if final.exists():
+        raise FibError(f"{final}: already exists; choose another name or remove it first")
+    partial.rename(final)
+
+
+def discard(partial: Path) -> None:
+    shutil.rmtree(partial, ignore_errors=True)
