@@ -28,14 +28,14 @@ def pyramid_plan(shape, voxel_size, *, min_extent: int = 64, max_levels: int = 8
     """Per-level downsampling factors (relative to the level above).
 
     An axis is halved only if its voxel is not already coarser than twice the
-    finest axis (nnU-Net's rule) and it is still longer than `min_extent`.
-    Always at least two levels, so every volume has an overview.
+    finest axis (nnU-Net's rule); levels stop once the largest extent is at
+    most `min_extent`. Always at least two levels, so every volume has an overview.
     """
     shape, vs = list(shape), list(voxel_size)
     plan: list[tuple[int, int, int]] = []
     while len(plan) < max_levels - 1:
         finest = min(vs)
-        f = tuple(2 if (vs[a] < 2 * finest and shape[a] >= 2 * min_extent // 2) else 1 for a in range(3))
+        f = tuple(2 if (vs[a] < 2 * finest and shape[a] >= 2) else 1 for a in range(3))
         if f == (1, 1, 1) or (plan and max(shape) <= min_extent):
             break
         plan.append(f)

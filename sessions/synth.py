@@ -122,8 +122,9 @@ class Mitochondrion:
 class Scene:
     """Everything analytic that defines the volume, derived from the seed.
 
-    Voxel (z, y, x) sits at (z*vz, y*vy, x*vx) nm; the volume spans half a
-    voxel beyond the first and last centres.
+    Voxel (z, y, x) covers [z*vz, (z+1)*vz) x ... nm, so the box is
+    [0, shape*voxel_size) whatever the sampling; truth reports positions in
+    voxel-index units (voxel centres are integers).
     """
 
     shape: tuple[int, int, int]
@@ -150,33 +151,35 @@ class Scene:
         return 2 * self.membrane_nm + self.lumen_nm
 
     def pore_in_volume(self, pore: Pore) -> bool:
-        return _inside_box(np.asarray([pore.centre_nm]), self.shape, self.voxel_size)[0]
+        """The counting rule truth() uses: the pore's centre lies in the box."""
+        return bool(_inside_box(np.asarray([pore.centre_nm]), self.shape, self.voxel_size)[0])
 
     def truth(self) -> dict:
         """JSON-able ground truth, so benchmarks can score counts without
         re-deriving the geometry."""
         vs = np.asarray(self.voxel_size)
-        inside = {i: 0 for i in range(len(self.nuclei))}
-        for p in self.pores:
-            if self.pore_in_volume(p):
-                inside[p.nucleus] += 1
+        owner = np.array([p.nucleus for p in self.pores], int)
+        centres = np.array([p.centre_nm for p in self.pores]).reshape(-1, 3)
+        in_box = _inside_box(centres, self.shape, self.voxel_size)
+        inside = np.bincount(owner[in_box], minlength=len(self.nuclei))
+        every = np.bincount(owner, minlength=len(self.nuclei))
         nuclei = []
         for i, n in enumerate(self.nuclei):
             area = n.envelope_area_in_volume_um2
             nuclei.append(
                 {
-                    "centre_voxels": [round(float(c), 3) for c in np.asarray(n.centre_nm) / vs],
+                    "centre_voxels": [round(float(c), 3) for c in np.asarray(n.centre_nm) / vs - 0.5],
                     "radii_nm": [round(r, 2) for r in n.radii_nm],
                     "rotation": [list(r) for r in n.rotation],
                     "envelope_area_um2": round(area, 4),
                     "envelope_area_total_um2": round(n.envelope_area_um2, 4),
-                    "pore_count": inside[i],
-                    "pore_count_total": sum(1 for p in self.pores if p.nucleus == i),
-                    "pore_density_per_um2": round(inside[i] / area, 4) if area > 0 else None,
+                    "pore_count": int(inside[i]),
+                    "pore_count_total": int(every[i]),
+                    "pore_density_per_um2": round(int(inside[i]) / area, 4) if area > 0 else None,
                 }
             )
         total_area = sum(n.envelope_area_in_volume_um2 for n in self.nuclei)
-        total = sum(inside.values())
+        total = int(inside.sum())
         return {
             "generator": "sessions.synth",
             "version": GENERATOR_VERSION,
@@ -294,9 +297,8 @@ def _signed_distance(points: np.ndarray, centre, radii, rot) -> np.ndarray:
 
 
 def _inside_box(points: np.ndarray, shape, vs) -> np.ndarray:
-    lo = -0.5 * np.asarray(vs)
-    hi = (np.asarray(shape) - 0.5) * np.asarray(vs)
-    return np.all((points >= lo) & (points < hi), axis=-1)
+    hi = np.asarray(shape) * np.asarray(vs)
+    return np.all((points >= 0) & (points < hi), axis=-1)
 
 
 def _half_extent(radii, rot) -> np.ndarray:
@@ -325,6 +327,9 @@ def _waves(rng, n, wl_lo, wl_hi, amp) -> tuple[Wave, ...]:
     )
 
 
+_NEIGHBOURS = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)]
+
+
 def _place_pores(rng, idx, radii, rot, centre, islands, density, area_um2) -> list[Pore]:
     """Dart throwing (Poisson disk) on the area-uniform ellipsoid surface;
     islands are rejected so real-looking bare patches appear."""
@@ -351,22 +356,12 @@ def _place_pores(rng, idx, radii, rot, centre, islands, density, area_um2) -> li
         for p, nrm in zip(pts, normals):
             attempts += 1
             key = tuple(int(k) for k in np.floor(p / cell))
-            clash = False
-            for dz in (-1, 0, 1):
-                for dy in (-1, 0, 1):
-                    for dx in (-1, 0, 1):
-                        for q in grid.get((key[0] + dz, key[1] + dy, key[2] + dx), ()):
-                            d = p - q
-                            if d @ d < min2:
-                                clash = True
-                                break
-                        if clash:
-                            break
-                    if clash:
-                        break
-                if clash:
-                    break
-            if not clash:
+            near = (
+                q
+                for oz, oy, ox in _NEIGHBOURS
+                for q in grid.get((key[0] + oz, key[1] + oy, key[2] + ox), ())
+            )
+            if not any((p - q) @ (p - q) < min2 for q in near):
                 grid.setdefault(key, []).append(p)
                 out.append(Pore(idx, tuple(float(c) for c in p), tuple(float(c) for c in nrm)))
                 if len(out) >= target:
@@ -388,7 +383,7 @@ def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shadin
     """
     shape, seed, vs, pore_density, shading = _validate(shape, seed, voxel_size, pore_density, shading)
     ext = np.asarray(shape, float) * np.asarray(vs)  # nm
-    lo, hi = -0.5 * np.asarray(vs), ext - 0.5 * np.asarray(vs)
+    lo, hi = np.zeros(3), ext
     mid = (lo + hi) / 2
     rng = np.random.default_rng([seed, _TAG, 1])
     envelope = 2 * MEMBRANE_NM + PERINUCLEAR_NM  # geometry must not depend on sampling
@@ -445,7 +440,7 @@ def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shadin
     target = max(3, int(round(MITO_PER_UM3 * vol_um3)))
     probe = _fibonacci_sphere(64)
     mitos: list[Mitochondrion] = []
-    placed: list[tuple[np.ndarray, float]] = []
+    placed_c, placed_r = np.empty((target, 3)), np.empty(target)
     for _ in range(40 * target):
         if len(mitos) >= target:
             break
@@ -457,7 +452,9 @@ def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shadin
         period = rng.uniform(80.0, 140.0)
         phase = rng.uniform(0, 1)
         wobble = rng.uniform(150.0, 350.0)
-        if any(np.linalg.norm(centre - c) < radii.max() + r + 40.0 for c, r in placed):
+        k = len(mitos)
+        gap = np.linalg.norm(placed_c[:k] - centre, axis=1) - placed_r[:k]
+        if k and gap.min() < radii.max() + 40.0:
             continue
         surf = centre + (probe * radii) @ rot.T
         if any(
@@ -465,7 +462,7 @@ def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shadin
             for n in nuclei
         ):
             continue
-        placed.append((centre, float(radii.max())))
+        placed_c[k], placed_r[k] = centre, radii.max()
         mitos.append(
             Mitochondrion(
                 tuple(float(c) for c in centre),
@@ -525,18 +522,15 @@ class _Ellipsoids:
         self.coef = self.rot / self.r[:, None, :]  # u_i = sum_j R[j,i]/r_i * d_j
         half = np.array([_half_extent(r, R) for r, R in zip(self.r, self.rot)]).reshape(-1, 3)
         half += 2 * vs
-        self.lo = np.clip(np.floor((self.c - half) / vs), 0, np.asarray(shape) - 1).astype(int)
-        self.hi = np.clip(np.ceil((self.c + half) / vs), -1, np.asarray(shape) - 1).astype(int)
-        self.empty = np.any(np.floor((self.c - half) / vs) > np.asarray(shape) - 1, axis=1) | np.any(
-            np.ceil((self.c + half) / vs) < 0, axis=1
-        )
+        first = np.floor((self.c - half) / vs - 0.5)  # voxel index range
+        last = np.ceil((self.c + half) / vs - 0.5)
+        top = np.asarray(shape) - 1
+        self.lo = np.clip(first, 0, top).astype(int)
+        self.hi = np.clip(last, 0, top).astype(int)
+        self.empty = np.any((first > top) | (last < 0), axis=1)
 
-    def at(self, z: int):
-        return [
-            i
-            for i in range(len(self.objs))
-            if not self.empty[i] and self.lo[i, 0] <= z <= self.hi[i, 0]
-        ]
+    def at(self, z: int) -> list[int]:
+        return np.nonzero(~self.empty & (self.lo[:, 0] <= z) & (self.hi[:, 0] >= z))[0].tolist()
 
     def window(self, i, z_nm, y_nm, x_nm):
         """(ys, xs, u0, u1, u2, d) for object i on one slice; d in nm."""
@@ -560,8 +554,8 @@ class _Renderer:
         self.s = scene
         Z, Y, X = scene.shape
         vz, vy, vx = scene.voxel_size
-        self.y_nm = np.arange(Y) * vy
-        self.x_nm = np.arange(X) * vx
+        self.y_nm = (np.arange(Y) + 0.5) * vy
+        self.x_nm = (np.arange(X) + 0.5) * vx
         self.texture = _WaveField(scene.texture, self.y_nm, self.x_nm)
         self.granules = _WaveField(scene.granules, self.y_nm, self.x_nm)
         self.nuc = _Ellipsoids(scene.nuclei, scene.shape, scene.voxel_size)
@@ -575,19 +569,19 @@ class _Renderer:
         reach = PORE_DIAMETER_NM / 2 + self.env + vs.max()
         pc = np.array([p.centre_nm for p in scene.pores]).reshape(-1, 3)
         pn = np.array([p.normal for p in scene.pores]).reshape(-1, 3)
-        near = np.all((pc + reach >= -vs / 2) & (pc - reach <= (np.asarray(scene.shape) - 0.5) * vs), axis=1)
+        near = np.all((pc + reach >= 0) & (pc - reach <= np.asarray(scene.shape) * vs), axis=1)
         self.pc, self.pn = pc[near], pn[near]
-        self.pz_lo = np.floor((self.pc[:, 0] - reach) / vz).astype(int)
-        self.pz_hi = np.ceil((self.pc[:, 0] + reach) / vz).astype(int)
+        self.pz_lo = np.floor((self.pc[:, 0] - reach) / vz - 0.5).astype(int)
+        self.pz_hi = np.ceil((self.pc[:, 0] + reach) / vz - 0.5).astype(int)
         self.py = np.arange(-math.ceil(reach / vy), math.ceil(reach / vy) + 1)
         self.px = np.arange(-math.ceil(reach / vx), math.ceil(reach / vx) + 1)
 
     def slice(self, z: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.s
         Y, X = s.shape[1:]
-        z_nm = z * s.voxel_size[0]
-        tone = np.full((Y, X), CYTOPLASM_GREY, np.float32)
-        tone += self.texture(z_nm)
+        z_nm = (z + 0.5) * s.voxel_size[0]
+        tex = self.texture(z_nm)
+        tone = tex + np.float32(CYTOPLASM_GREY)
         lab = np.zeros((Y, X), np.uint8)
 
         nuc_ids = self.nuc.at(z)
@@ -604,7 +598,7 @@ class _Renderer:
             lb[interior] = NUCLEUS
             lb[env] = ENVELOPE
         if nuc_ids and len(self.pc):
-            self._pores(z, z_nm, tone, lab)
+            self._pores(z, z_nm, tone, lab, tex)
         for i in self.mito.at(z):
             self._mito(i, z_nm, tone, lab)
 
@@ -615,7 +609,7 @@ class _Renderer:
         np.clip(tone, 0, 255, out=tone)
         return tone.astype(np.uint8), lab
 
-    def _pores(self, z, z_nm, tone, lab):
+    def _pores(self, z, z_nm, tone, lab, tex):
         """All pores crossing this slice at once: a (P, wy, wx) window stack."""
         sel = np.nonzero((self.pz_lo <= z) & (self.pz_hi >= z))[0]
         if not len(sel):
@@ -623,12 +617,12 @@ class _Renderer:
         Y, X = lab.shape
         vz, vy, vx = self.s.voxel_size
         c, n = self.pc[sel], self.pn[sel]
-        iy = np.rint(c[:, 1] / vy).astype(int)[:, None] + self.py
-        ix = np.rint(c[:, 2] / vx).astype(int)[:, None] + self.px
+        iy = np.rint(c[:, 1] / vy - 0.5).astype(int)[:, None] + self.py
+        ix = np.rint(c[:, 2] / vx - 0.5).astype(int)[:, None] + self.px
         oky, okx = (iy >= 0) & (iy < Y), (ix >= 0) & (ix < X)
         dz = (z_nm - c[:, 0])[:, None, None]
-        dy = (iy * vy - c[:, 1:2])[:, :, None]
-        dx = (ix * vx - c[:, 2:3])[:, None, :]
+        dy = ((iy + 0.5) * vy - c[:, 1:2])[:, :, None]
+        dx = ((ix + 0.5) * vx - c[:, 2:3])[:, None, :]
         ax = n[:, 0, None, None] * dz + n[:, 1, None, None] * dy + n[:, 2, None, None] * dx
         r2 = dz * dz + dy * dy + dx * dx - ax * ax
         iy, ix = np.clip(iy, 0, Y - 1), np.clip(ix, 0, X - 1)
@@ -637,11 +631,7 @@ class _Renderer:
         p, j, k = np.nonzero(m)
         yy, xx = iy[p, j], ix[p, k]
         lab[yy, xx] = PORE
-        tone[yy, xx] += PLUG_GREY - tone[yy, xx] + self._tex_at(yy, xx, z_nm)
-
-    def _tex_at(self, yy, xx, z_nm):
-        # Plug keeps the slow texture but not the envelope grey it replaces.
-        return self.texture(z_nm)[yy, xx] if len(yy) else 0.0
+        tone[yy, xx] = PLUG_GREY + tex[yy, xx]  # replaces the envelope grey
 
     def _mito(self, i, z_nm, tone, lab):
         mt = self.s.mitochondria[i]
@@ -744,4 +734,38 @@ def write_tiff(
         for _, tmp in targets:
             tmp.unlink(missing_ok=True)
         truth_tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_ome_zarr(scene: Scene, out_path, labels_path, slab: int = 16,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+    """Stream the raw volume into an OME-Zarr pyramid (labels as BigTIFF beside it).
+
+    The store is built under `<out>.partial` and renamed when complete.
+    """
+    import tifffile
+
+    from sessions import omezarr
+
+    out_path, lab_path = Path(out_path), Path(labels_path)
+    partial, lab_tmp = out_path.with_name(out_path.name + ".partial"), Path(str(lab_path) + ".partial")
+    truth_path = out_path.with_name(out_path.name.split(".")[0] + ".truth.json")
+    omezarr.discard(partial)
+    try:
+        ms = omezarr.create(partial, scene.shape, scene.voxel_size, name=out_path.name.split(".")[0])
+        meta = {"axes": "ZYX", "voxel_size_nm": list(scene.voxel_size), "generator": GENERATOR_VERSION}
+        with tifffile.TiffWriter(lab_tmp, bigtiff=True) as w:
+            for z0, raw, lab in iter_slabs(scene, slab):
+                ms.levels[0][z0: z0 + raw.shape[0]] = raw
+                for page in lab:
+                    w.write(page, contiguous=True, photometric="minisblack", metadata=meta)
+                if progress is not None:
+                    progress(z0 + raw.shape[0], scene.shape[0])
+        omezarr.build_pyramid(ms)
+        truth_path.write_text(json.dumps(scene.truth(), indent=1))
+        os.replace(lab_tmp, lab_path)
+        omezarr.publish(partial, out_path)
+    except BaseException:
+        omezarr.discard(partial)
+        lab_tmp.unlink(missing_ok=True)
         raise

@@ -1,0 +1,5 @@
+import sys
+
+from fibtui.cli import main
+
+sys.exit(main())

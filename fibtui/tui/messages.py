@@ -1,0 +1,63 @@
+"""Typed messages that worker threads post back to the UI thread.
+
+Workers never touch widgets; they hand over plain data in one of these and
+the screen applies it on the UI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+from textual.strip import Strip
+
+from fibtui.tui.snapshot import Snapshot
+from sessions.slices import SliceSource
+
+
+@dataclass
+class SnapshotReady(Message):
+    """A refresh finished: everything the session screen shows."""
+
+    snapshot: Snapshot
+
+
+@dataclass
+class RefreshFailed(Message):
+    """A refresh could not read the session; what is shown is from the last good one."""
+
+    error: str
+
+
+@dataclass
+class LogTail(Message):
+    """The stderr tail of the job the curator selected."""
+
+    job_id: str
+    text: str
+
+
+@dataclass
+class ActionDone(Message):
+    """A mutating action (message, note, cancel) finished; `error` when it failed."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass
+class SourceReady(Message):
+    """The viewer's volume is open; `source` is None when the session has no volume."""
+
+    source: SliceSource | None
+    classes: list[str]
+    error: str | None = None
+
+
+@dataclass
+class FrameReady(Message):
+    """A rendered frame: one Strip per terminal row, for a widget of `size` cells."""
+
+    strips: list[Strip]
+    size: tuple[int, int]
+    error: str | None = None
