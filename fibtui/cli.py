@@ -5,7 +5,6 @@ User errors (`FibError`) print one line and exit 2; `--debug` shows the tracebac
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path

@@ -55,11 +55,21 @@ def latest(session: Session, round_n: int, kind: str) -> dict | None:
 
 def ingest(session: Session, job: dict) -> dict:
     """Fold new events into the job row, metrics and checkpoints; return the updated row."""
-    d = job_dir(session, job)
-    events, offset = read_events(d, job["events_offset"] or 0)
-    if not events:
-        return job
-    upd: dict = {"events_offset": offset}
+    with session.write() as db:
+        job = dict(db["jobs"].get(job["id"]))  # the offset as of now, under the write lock
+        events, offset = read_events(job_dir(session, job), job["events_offset"] or 0)
+        if not events:
+            return job
+        upd, metrics, checkpoints = _fold(job, events)
+        upd["events_offset"] = offset
+        db["jobs"].update(job["id"], upd)
+        db["metrics"].insert_all({"job": job["id"], "round": job["round"], **m} for m in metrics)
+        db["checkpoints"].insert_all(checkpoints)
+    return {**job, **upd}
+
+
+def _fold(job: dict, events: list[dict]) -> tuple[dict, list[dict], list[dict]]:
+    upd: dict = {}
     metrics, checkpoints = [], []
     for ev in events:
         t = ev.get("type")
@@ -85,11 +95,7 @@ def ingest(session: Session, job: dict) -> dict:
                                 "iteration": ev.get("step"), "sha256": None, "created": now()})
         elif t == "interrupted":
             upd["message"] = f"interrupted by {ev.get('signal')} at it {ev.get('step')}; checkpoint saved"
-    with session.db.atomic():
-        session.db["jobs"].update(job["id"], upd)
-        session.db["metrics"].insert_all({"job": job["id"], "round": job["round"], **m} for m in metrics)
-        session.db["checkpoints"].insert_all(checkpoints)
-    return {**job, **upd}
+    return upd, metrics, checkpoints
 
 
 def finish(session: Session, job: dict, state: str, reason: str | None = None) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import zarr
@@ -98,7 +99,6 @@ def add_crop(session: Session, round_n: int, volume: str, labels_path, offset, c
     try:
         session.db["crops"].insert(row)
     except Exception:
-        import shutil
         shutil.rmtree(path, ignore_errors=True)
         raise
     return row

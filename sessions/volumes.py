@@ -7,7 +7,6 @@ when complete, so an interrupted ingest never looks finished.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -109,7 +108,3 @@ def default_volume(session: Session) -> str:
         raise FibError("this session has " + ("no volume; ingest one first" if not rows else
                        f"{len(rows)} volumes; pass --volume NAME"))
     return rows[0]["name"]
-
-
-def to_json(row: dict) -> str:
-    return json.dumps(row)

@@ -8,6 +8,7 @@ writer of the SQLite file; jobs write only inside their own job directory.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,21 @@ class Session:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def write(self):
+        """A transaction that takes the write lock before it reads (BEGIN IMMEDIATE).
+
+        The CLI and a TUI may fold the same job's events at the same time; the
+        one that reads the byte offset must be the one that writes it.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
 
 def _connect(db_path: Path) -> Database:

@@ -107,10 +107,13 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1 << 16)
+def _color(rgb: int) -> Color:
+    return Color.from_rgb(rgb >> 16, (rgb >> 8) & 255, rgb & 255)
+
+
+@lru_cache(maxsize=1 << 16)
 def _style(key: int) -> Style:
-    top, bottom = key >> 24, key & 0xFFFFFF
-    return Style(color=Color.from_rgb(top >> 16, (top >> 8) & 255, top & 255),
-                 bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 255, bottom & 255))
+    return Style.from_color(_color(key >> 24), _color(key & 0xFFFFFF))
 
 
 def to_strips(image: np.ndarray) -> list[Strip]:
@@ -125,6 +128,7 @@ def to_strips(image: np.ndarray) -> list[Strip]:
     strips = []
     for row in keys:
         starts = np.flatnonzero(np.diff(row, prepend=-1))
-        ends = np.append(starts[1:], width)
-        strips.append(Strip([Segment(HALF * int(e - s), _style(int(row[s]))) for s, e in zip(starts, ends)], width))
+        values = row[starts].tolist()
+        lengths = np.diff(starts, append=width).tolist()
+        strips.append(Strip([Segment(HALF * n, _style(k)) for k, n in zip(values, lengths)], width))
     return strips

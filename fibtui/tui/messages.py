@@ -56,8 +56,7 @@ class SourceReady(Message):
 
 @dataclass
 class FrameReady(Message):
-    """A rendered frame: one Strip per terminal row, for a widget of `size` cells."""
+    """A rendered frame: one Strip per terminal row; `error` when the slice could not be read."""
 
     strips: list[Strip]
-    size: tuple[int, int]
     error: str | None = None

@@ -30,7 +30,7 @@ from sessions.workspace import open_session
 
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "yellow", "PENDING": "cyan", "CANCELLED": "dim"}
 SHORT_STATE = {"COMPLETED": "done", "RUNNING": "running", "PENDING": "queued", "CANCELLED": "cancelled"}
-ROUND_COLUMNS = ("#", "target", "crops", "train", "predict", "eval")
+ROUND_COLUMNS = ("#", "target", "crops", "train", "pred", "eval")
 JOB_COLUMNS = ("job", "state", "progress", "message", "reason", "kind", "executor")
 
 
@@ -73,7 +73,7 @@ def job_cells(j: dict) -> list:
 
 def evaluation_text(ev: dict | None) -> Text:
     if ev is None:
-        return Text("no evaluation yet\n(round evaluate after predict)", style="dim")
+        return Text("no evaluation yet:\nfibtui round evaluate", style="dim")
     m = ev["metrics"]
 
     def num(name: str, fmt: str = ".3f") -> str:
@@ -211,7 +211,7 @@ class SessionScreen(Screen):
         self.query_one("#messages", ScrollText).update(journal_text(snap.messages, "author", "text", ": "))
         self.query_one("#notes", ScrollText).update(journal_text(snap.notes, "action", "reason", " — "))
         if snap.log_job and snap.log_job == (self.selected_job or snap.log_job):
-            self.show_log(snap.log_job, snap.log)
+            self.show_log(self.job(snap.log_job), snap.log)
         jobs = self.query_one("#jobs")
         jobs.border_subtitle = (Text(f"⚠ {snap.warning}", style="bold red") if snap.warning
                                 else f"updated {datetime.now():%H:%M:%S}")
@@ -234,13 +234,18 @@ class SessionScreen(Screen):
         self.post_message(LogTail(job["id"], snapshot.log_tail(self.root, job)))
 
     def on_log_tail(self, message: LogTail) -> None:
-        if message.job_id == self.selected_job:
-            self.show_log(message.job_id, message.text)
+        job = self.job(message.job_id)
+        if job and message.job_id == self.selected_job:
+            self.show_log(job, message.text)
 
-    def show_log(self, job_id: str, text: str) -> None:
+    def show_log(self, job: dict, text: str) -> None:
+        """The stderr tail, then why the job ended (readable here even when the table is cut off)."""
         log = self.query_one("#log", ScrollText)
-        log.border_title = f"Log · {job_id} stderr"
-        log.update(Text(text) if text else Text("stderr.log is empty", style="dim"))
+        log.border_title = f"Log · {job['id']} stderr"
+        out = Text(text) if text else Text("stderr.log is empty", style="dim")
+        if job["reason"]:
+            out.append(f"\n{job['state']}: {job['reason']}", style=STATE_STYLE.get(job["state"], "bold red"))
+        log.update(out)
 
     def job(self, job_id: str | None) -> dict | None:
         return next((j for j in self.snap.jobs if j["id"] == job_id), None) if self.snap else None

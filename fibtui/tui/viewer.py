@@ -108,8 +108,8 @@ def colour_note(color_system: str | None) -> str:
     """OpenSSH does not forward COLORTERM, so remote terminals often look like 256 colours."""
     if color_system == "truecolor":
         return "truecolor"
-    return {"256": "256", "standard": "16", "windows": "16"}.get(color_system or "", "no") + \
-        " colours: set COLORTERM=truecolor"
+    colours = {"256": "256", "standard": "16", "windows": "16"}.get(color_system or "", "no")
+    return f"{colours} colours: set COLORTERM=truecolor"
 
 
 class SliceView(Widget):
@@ -199,6 +199,7 @@ class ViewerScreen(Screen):
             return
         size = self.query_one(SliceView).size
         self.view = initial_view(self.source, size.width, size.height)
+        self.refresh_bindings()
         self.request_frame()
 
     # -- frames ----------------------------------------------------------------
@@ -220,10 +221,10 @@ class ViewerScreen(Screen):
         try:
             strips = halfblock.to_strips(build_frame(self.source, view, width, height))
         except Exception as e:  # an unreadable chunk must not take the app down
-            self.post_message(FrameReady([], (width, height), f"cannot read this slice: {e}"))
+            self.post_message(FrameReady([], f"cannot read this slice: {e}"))
             return
         if not worker.is_cancelled:
-            self.post_message(FrameReady(strips, (width, height)))
+            self.post_message(FrameReady(strips))
 
     def on_frame_ready(self, message: FrameReady) -> None:
         self.query_one(SliceView).show(message.strips, message.error or "")
@@ -251,24 +252,23 @@ class ViewerScreen(Screen):
 
     # -- actions ------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """View keys are shown dimmed and do nothing until a volume is open."""
+        return True if action == "back" or self.view is not None else None
+
     def move(self, **changes) -> None:
-        if self.view is not None:
-            self.view = replace(self.view, **changes)
-            self.request_frame()
+        self.view = replace(self.view, **changes)
+        self.request_frame()
 
     def action_slice(self, delta: int) -> None:
-        if self.view is None:
-            return
-        normal = AXES[self.view.axis][0]
-        level = self.source.choose_level(self.view.axis, self.view.out_nm)
-        focus = list(self.view.focus)
-        step = self.source.step(self.view.axis, level)
-        focus[normal] = float(np.clip(self.view.pos(self.source) + delta * step, 0, self.source.depth(self.view.axis) - 1))
+        src, view = self.source, self.view
+        level = src.choose_level(view.axis, view.out_nm)
+        focus = list(view.focus)
+        normal = AXES[view.axis][0]
+        focus[normal] = float(np.clip(view.pos(src) + delta * src.step(view.axis, level), 0, src.depth(view.axis) - 1))
         self.move(focus=tuple(focus))
 
     def action_pan(self, d_rows: int, d_cols: int) -> None:
-        if self.view is None:
-            return
         _, ra, ca = AXES[self.view.axis]
         size = self.query_one(SliceView).size
         shape, s0 = self.source.shape(0), self.source.scales[0]
@@ -279,27 +279,22 @@ class ViewerScreen(Screen):
         self.move(focus=tuple(focus))
 
     def action_zoom(self, direction: int) -> None:
-        if self.view is None:
-            return
         size = self.query_one(SliceView).size
         finest = min(self.source.scales[0][a] for a in AXES[self.view.axis][1:])
+        lo = finest / MAX_MAGNIFICATION
+        hi = max(fit_nm(self.source, self.view.axis, size.width, size.height) * MAX_SHRINK, lo)
         out_nm = self.view.out_nm / 2 if direction > 0 else self.view.out_nm * 2
-        lo, hi = finest / MAX_MAGNIFICATION, fit_nm(self.source, self.view.axis, size.width, size.height) * MAX_SHRINK
-        self.move(out_nm=float(np.clip(out_nm, lo, max(hi, lo))))
+        self.move(out_nm=float(np.clip(out_nm, lo, hi)))
 
     def action_axis(self) -> None:
-        if self.view is not None:
-            self.move(axis=AXIS_ORDER[(AXIS_ORDER.index(self.view.axis) + 1) % len(AXIS_ORDER)])
+        self.move(axis=AXIS_ORDER[(AXIS_ORDER.index(self.view.axis) + 1) % len(AXIS_ORDER)])
 
     def action_overlay(self) -> None:
-        if self.view is not None:
-            self.move(overlay=(self.view.overlay + 1) % len(OVERLAYS))
+        self.move(overlay=(self.view.overlay + 1) % len(OVERLAYS))
 
     def action_reset(self) -> None:
-        if self.view is None:
-            return
         size = self.query_one(SliceView).size
-        normal, ra, ca = AXES[self.view.axis]
+        _, ra, ca = AXES[self.view.axis]
         focus = list(self.view.focus)
         shape = self.source.shape(0)
         focus[ra], focus[ca] = shape[ra] / 2, shape[ca] / 2

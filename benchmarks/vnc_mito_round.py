@@ -1,0 +1,85 @@
+"""One CPU labeling round on the real ssTEM data (../shared/data/vnc-mito), end to end.
+
+Crops from z 0–13 only; held-out regions drawn at random inside z 14–19 and
+labelled from the reference labels; the round is run through the real CLI
+(local executor). Prints the held-out IoU/F1 and, to compare with the
+guide's anchors, the pooled IoU over all of z 14–19 at threshold 0.5.
+
+    python benchmarks/vnc_mito_round.py --iterations 1200 [--dir /tmp/vnc-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tifffile
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnc-mito"
+VOXEL = "50,4.6,4.6"  # nm (z, y, x), from the data's README
+
+
+def fib(*args) -> str:
+    out = subprocess.run([sys.executable, "-m", "fibtui", *map(str, args)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"fibtui {' '.join(map(str, args))} failed:\n{out.stderr}")
+    return out.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-vnc-bench"))
+    ap.add_argument("--iterations", type=int, default=1200)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--patch", default="4,192,192")
+    args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: this benchmark needs the shared vnc-mito data")
+    if args.dir.exists():
+        sys.exit(f"{args.dir} exists; remove it or pass --dir")
+    args.dir.mkdir(parents=True)
+    s = args.dir / "session"
+    labels = tifffile.imread(DATA / "labels.tif")
+    fib("init", s)
+    fib("ingest", DATA / "raw.tif", "--session", s, "--voxel-size", VOXEL, "--name", "vnc")
+    fib("round", "new", "--session", s)
+    # held-out: 8 random 6×192×192 regions inside the test slices z 14–19, labelled from the reference
+    regions = json.loads(fib("holdout", "draw", "--session", s, "--count", "8", "--size", "6,192,192",
+                             "--within", "14:20,0:1024,0:1024", "--seed", "2026", "--json"))
+    for r in regions:
+        o = [int(v) for v in r["offset"].split(",")]
+        path = args.dir / f"holdout-{r['id']}.tif"
+        tifffile.imwrite(path, labels[o[0]:o[0] + 6, o[1]:o[1] + 192, o[2]:o[2] + 192] + 1)
+        fib("holdout", "label", "--session", s, "--region", r["id"], "--labels", path, "--classes", "background,mito")
+    # crops: the four quadrants of the training slices z 0–13
+    for i, (y, x) in enumerate([(0, 0), (0, 512), (512, 0), (512, 512)]):
+        path = args.dir / f"crop-{i}.tif"
+        tifffile.imwrite(path, labels[0:14, y:y + 512, x:x + 512] + 1)
+        fib("crop", "add", "--session", s, "--labels", path, "--offset", f"0,{y},{x}", "--classes", "background,mito")
+    t0 = time.perf_counter()
+    fib("round", "train", "--session", s, "--target", "mito", "--iterations", args.iterations,
+        "--batch", args.batch, "--patch", args.patch)
+    t_train = time.perf_counter() - t0
+    fib("round", "predict", "--session", s)
+    t_pred = time.perf_counter() - t0 - t_train
+    fib("round", "eval", "--session", s)
+    status = json.loads(fib("status", "--session", s, "--json"))
+    m = status["rounds"][0]["metrics"]
+    from sessions import omezarr
+    pred = omezarr.open_multiscale(s / "jobs" / "r1-predict-1" / "prediction.ome.zarr").levels[0][14:20] >= 128
+    truth = labels[14:20] == 1
+    iou_test = float((pred & truth).sum() / (pred | truth).sum())
+    print(json.dumps({
+        "iterations": args.iterations, "batch": args.batch, "patch": args.patch,
+        "train_wall_s": round(t_train, 1), "predict_wall_s": round(t_pred, 1),
+        "heldout_iou": round(m["iou"], 4), "heldout_f1": round(m["f1"], 4),
+        "test_range_iou_z14_19": round(iou_test, 4), "session": str(s),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

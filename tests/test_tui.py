@@ -1,0 +1,165 @@
+"""Pilot tests of the TUI on a real session with a real (sleeping) job process."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from textual.widgets import DataTable, Sparkline
+
+from fibtui.tui import halfblock
+from fibtui.tui.app import FibApp
+from fibtui.tui.modals import ConfirmScreen, FormScreen
+from fibtui.tui.session_screen import SessionScreen
+from fibtui.tui.viewer import SliceView, View, ViewerScreen, build_frame
+from sessions import jobs, journal, labels, omezarr, rounds, volumes
+from sessions.jobfiles import STDERR, append_event
+from sessions.slices import SliceSource
+from sessions.workspace import init_session, open_session
+
+
+@pytest.fixture
+def session(tmp_path):
+    """Volume, round, crop, message, note, and a RUNNING train job backed by a live process."""
+    s = init_session(tmp_path / "s")
+    raw = np.random.default_rng(1).integers(0, 256, (16, 64, 64), dtype=np.uint8)
+    volumes.write_volume(s, "vol", raw.shape, (8, 8, 8), [(0, raw)], source="test", sha256="0")
+    r = rounds.new_round(s)
+    crop = np.ones((4, 16, 16), np.uint8)
+    crop[1:3, 4:12, 4:12] = 2
+    tifffile.imwrite(tmp_path / "crop.tif", crop, photometric="minisblack")
+    labels.add_crop(s, r["n"], "vol", tmp_path / "crop.tif", (6, 8, 8), classes=["bg", "mito"])
+    journal.add_message(s, "alice", "please check crop 1", round_n=1)
+    journal.add_note(s, "relabelled crop 1", "missed two mitochondria", "bob", round_n=1)
+    job = jobs.create(s, r["n"], "train", {"volume": {"name": "vol"}}, "local")
+    d = jobs.job_dir(s, job).resolve()
+    # a process whose command line names the job dir is what the local executor recognises as the job
+    proc = subprocess.Popen(["/bin/sh", "-c", "sleep 60", str(d)], start_new_session=True)
+    s.db["jobs"].update(job["id"], {"external_id": str(proc.pid)})
+    append_event(d, "started", pid=proc.pid)
+    append_event(d, "progress", step=120, total=400, loss=0.31)
+    (d / STDERR).write_text("loading crops\niteration 120 done\n")
+    s.close()
+    yield tmp_path / "s", job["id"]
+    proc.kill()
+    proc.wait()
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting for the UI"
+        await pilot.pause(0.05)
+
+
+def plain(widget) -> str:
+    return str(widget.content)
+
+
+def row(app, table: str, key: str) -> list[str]:
+    return [str(c) for c in app.screen.query_one(table, DataTable).get_row(key)]
+
+
+async def test_session_screen_shows_the_session(session):
+    root, job_id = session
+    app = FibApp(root, refresh_s=0.5)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, SessionScreen)
+        await wait_for(pilot, lambda: screen.snap is not None and screen.query_one("#jobs", DataTable).row_count)
+        assert row(app, "#rounds", "1")[:3] == ["1", "—", "1"]
+        job = row(app, "#jobs", job_id)
+        assert job[1] == "RUNNING" and "30%" in job[2] and job[3] == "it 120/400 loss 0.3100"
+        assert "alice: please check crop 1" in plain(screen.query_one("#messages Static"))
+        assert "relabelled crop 1 — missed two mitochondria" in plain(screen.query_one("#notes Static"))
+        await wait_for(pilot, lambda: "iteration 120 done" in plain(screen.query_one("#log Static")))
+        assert list(screen.query_one("#loss", Sparkline).data) == [pytest.approx(0.31)]
+        assert screen.query_one("#jobs").border_subtitle.startswith("updated")
+
+
+async def test_viewer_keys_change_the_view(session):
+    root, _ = session
+    app = FibApp(root, refresh_s=5)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("v")
+        screen = app.screen
+        assert isinstance(screen, ViewerScreen)
+        status = screen.query_one("#status")
+        await wait_for(pilot, lambda: "z 8/15" in plain(status))
+        await wait_for(pilot, lambda: screen.query_one(SliceView).strips)
+        strip = screen.query_one(SliceView).strips[0]
+        assert set(strip.text) == {"▀"} and strip.cell_length == screen.query_one(SliceView).size.width
+        await pilot.press("j")
+        assert "z 9/15" in plain(status)
+        await pilot.press("K")
+        assert "z 0/15" in plain(status)
+        before = plain(status)
+        await pilot.press("plus")
+        zoomed = plain(status)
+        assert "zoom" in zoomed and zoomed != before
+        await pilot.press("a")
+        assert "│ xz │ y " in plain(status)
+        await pilot.press("o")
+        assert plain(status).split("\n")[0].endswith("overlay labels")
+        assert "■ mito" in plain(status)
+        await pilot.press("escape")
+        assert isinstance(app.screen, SessionScreen)
+
+
+async def test_message_and_note_forms_write_rows(session):
+    root, _ = session
+    app = FibApp(root, refresh_s=5)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("m")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press(*"crop 2 is ready", "enter")
+        await wait_for(pilot, lambda: "crop 2 is ready" in plain(app.screen.query_one("#messages Static")))
+        await pilot.press("n")
+        await pilot.press(*"paused", "enter", *"waiting for labels", "enter")
+        await wait_for(pilot, lambda: "paused — waiting for labels" in plain(app.screen.query_one("#notes Static")))
+    s = open_session(root)
+    try:
+        assert [m["text"] for m in journal.messages(s)] == ["please check crop 1", "crop 2 is ready"]
+        assert journal.notes(s)[-1]["action"] == "paused"
+    finally:
+        s.close()
+
+
+async def test_cancel_asks_then_cancels(session):
+    root, job_id = session
+    app = FibApp(root, refresh_s=5)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.job(job_id) is not None and screen.selected_job == job_id)
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # the default answer leaves the job alone
+        assert isinstance(app.screen, SessionScreen)
+        await pilot.press("c", "y")
+        await wait_for(pilot, lambda: row(app, "#jobs", job_id)[1] == "CANCELLED")
+    s = open_session(root)
+    try:
+        assert jobs.get(s, job_id)["reason"] == "cancelled by the curator"
+    finally:
+        s.close()
+
+
+def test_halfblock_cells_carry_two_pixels():
+    img = np.array([[0, 10], [20, 30], [40, 50], [60, 70]], np.uint8)
+    strips = halfblock.to_strips(img)
+    assert len(strips) == 2
+    cells = [(seg.text, seg.style.color.triplet, seg.style.bgcolor.triplet) for strip in strips for seg in strip]
+    assert cells == [("▀", (0, 0, 0), (20, 20, 20)), ("▀", (10, 10, 10), (30, 30, 30)),
+                     ("▀", (40, 40, 40), (60, 60, 60)), ("▀", (50, 50, 50), (70, 70, 70))]
+
+
+def test_anisotropic_slices_keep_their_aspect(tmp_path):
+    ms = omezarr.create(tmp_path / "a.ome.zarr", (4, 8, 8), (24, 8, 8))
+    ms.levels[0][:] = (np.arange(4, dtype=np.uint8) * 60)[:, None, None].repeat(8, 1).repeat(8, 2)
+    src = SliceSource(ms)
+    # 12 pixel rows of 8 nm show the 4 z-slices of 24 nm: each slice three rows tall
+    frame = build_frame(src, View("xz", (2.0, 4.0, 4.0), out_nm=8.0, overlay=3), width=8, height=6)
+    assert frame[:, 0, 0].tolist() == np.repeat([0, 60, 120, 180], 3).tolist()
