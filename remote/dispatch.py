@@ -64,8 +64,9 @@ class Dispatcher:
         job = jobs.get(self.session, job_id)
         if job["state"] not in jobs.ACTIVE:
             raise FibError(f"job {job_id} is already {job['state']}; nothing to cancel")
-        self.executor(job["executor"]).cancel(job["external_id"], jobs.job_dir(self.session, job))
-        jobs.ingest(self.session, job)
+        if job["external_id"]:  # never started: nothing to stop, just record it
+            self.executor(job["executor"]).cancel(job["external_id"], jobs.job_dir(self.session, job))
+            jobs.ingest(self.session, job)
         return jobs.finish(self.session, job, "CANCELLED", "cancelled by the curator")
 
     def wait(self, job_id: str, on_update: Callable[[dict], None] | None = None, poll_s: float = 1.0) -> dict:

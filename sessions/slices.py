@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from sessions import jobs, omezarr, volumes
+from sessions.errors import FibError
 from sessions.geometry import unfmt
 from sessions.workspace import Session
 
@@ -68,7 +69,10 @@ def latest_prediction(session: Session, volume: str) -> omezarr.Multiscale | Non
             continue
         res = jobs.result(session, job) or {}
         if spec.get("volume", {}).get("name") == volume and res.get("output"):
-            return omezarr.open_multiscale(d / res["output"])
+            try:
+                return omezarr.open_multiscale(d / res["output"])
+            except FibError:  # deleted or damaged output: fall back to an older prediction
+                continue
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -34,6 +36,7 @@ def session(tmp_path):
     labels.add_crop(s, r["n"], "vol", tmp_path / "crop.tif", (6, 8, 8), classes=["bg", "mito"])
     journal.add_message(s, "alice", "please check crop 1", round_n=1)
     journal.add_note(s, "relabelled crop 1", "missed two mitochondria", "bob", round_n=1)
+    jobs.finish(s, jobs.create(s, r["n"], "predict", {"volume": {"name": "vol"}}, "local"), "COMPLETED")
     job = jobs.create(s, r["n"], "train", {"volume": {"name": "vol"}}, "local")
     d = jobs.job_dir(s, job).resolve()
     # a process whose command line names the job dir is what the local executor recognises as the job
@@ -44,7 +47,8 @@ def session(tmp_path):
     (d / STDERR).write_text("loading crops\niteration 120 done\n")
     s.close()
     yield tmp_path / "s", job["id"]
-    proc.kill()
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and its sleep
     proc.wait()
 
 
@@ -78,6 +82,19 @@ async def test_session_screen_shows_the_session(session):
         await wait_for(pilot, lambda: "iteration 120 done" in plain(screen.query_one("#log Static")))
         assert list(screen.query_one("#loss", Sparkline).data) == [pytest.approx(0.31)]
         assert screen.query_one("#jobs").border_subtitle.startswith("updated")
+        assert {"Viewer", "Message", "Note", "Cancel", "Refresh", "Help", "Quit"} <= {
+            c.title for c in app.get_system_commands(screen)}
+
+        # the selection survives refreshes, also when a new job row is inserted above it
+        table = screen.query_one("#jobs", DataTable)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: screen.selected_job == "r1-predict-1")
+        s = open_session(root)
+        jobs.create(s, 1, "evaluate", {}, "local")
+        s.close()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: table.row_count == 3)
+        assert table.cursor_row == 2 and screen.selected_job == "r1-predict-1"
 
 
 async def test_viewer_keys_change_the_view(session):

@@ -166,7 +166,8 @@ class SessionScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.sub_title = str(self.root)
+        root, home = self.root.resolve(), Path.home()
+        self.sub_title = f"~/{root.relative_to(home)}" if root.is_relative_to(home) else str(root)
         for table_id, columns in (("#rounds", ROUND_COLUMNS), ("#jobs", JOB_COLUMNS)):
             self.query_one(table_id, DataTable).add_columns(*columns)
         titles = {"#rounds": "Rounds", "#evaluation": "Evaluation", "#jobs": "Jobs", "#log": "Log",

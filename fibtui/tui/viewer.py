@@ -186,8 +186,9 @@ class ViewerScreen(Screen):
                 return
             classes = json.loads(session.meta("classes") or "[]")
             self.post_message(SourceReady(SliceSource.open(session, name), classes))
-        except (FibError, OSError) as e:
-            self.post_message(SourceReady(None, [], str(e)))
+        except Exception as e:  # an unreadable volume must not take the app down
+            why = str(e) if isinstance(e, FibError) else f"{type(e).__name__}: {e}"
+            self.post_message(SourceReady(None, [], why))
         finally:
             session.close()
 
