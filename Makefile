@@ -21,8 +21,10 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/fibtui demo
 
+# FIBTUI_INFRA_UP=1: the tests start a real Slurm (munge, slurmctld, slurmd) and sshd on
+# 127.0.0.1 (tests/infra/up.sh, as root; Debian packages installed if missing) and stop them by PID.
 test: setup
-	$(BIN)/python -m pytest
+	FIBTUI_INFRA_UP=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) fibtui-demo

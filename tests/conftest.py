@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from infra.fixtures import *  # noqa: F401,F403  loopback Slurm/SSH fixtures + markers
+
 ROOT = Path(__file__).resolve().parents[1]
 VNC = ROOT.parent / "shared" / "data" / "vnc-mito"
 

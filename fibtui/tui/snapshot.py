@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.dispatch import Dispatcher
-from sessions import jobs
+from sessions import jobs, journal
 from sessions.jobfiles import STDERR, tail
 from sessions.workspace import Session, open_session
 
@@ -68,8 +68,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None)
     return Snapshot(
         rounds=rounds, jobs=job_rows, evaluation=evaluation,
         loss=loss_curve(session, train["id"]) if train else [], loss_job=train["id"] if train else None,
-        messages=list(db["messages"].rows_where(order_by="id desc", limit=LISTED))[::-1],
-        notes=list(db["notes"].rows_where(order_by="id desc", limit=LISTED))[::-1],
+        messages=journal.messages(session, limit=LISTED), notes=journal.notes(session, limit=LISTED),
         log_job=log_job["id"] if log_job else None, log=log_tail(session.root, log_job) if log_job else "",
         warning=warning,
     )

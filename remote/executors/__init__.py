@@ -1,18 +1,14 @@
-"""Executors by name. Only `local` exists so far; Slurm and SSH share its contract."""
+"""Executors by name: `local`, `slurm[:<profile>]`, `ssh:<profile>` (see remote.executors.named)."""
 
 from remote.executors.base import Executor, JobStatus
 from remote.executors.local import LocalExecutor
+from remote.executors.named import KINDS, executor_for
 
-EXECUTORS = {"local": LocalExecutor}
+EXECUTORS = KINDS
 
 
 def get_executor(name: str) -> Executor:
-    from sessions.errors import FibError
-
-    try:
-        return EXECUTORS[name]()
-    except KeyError:
-        raise FibError(f"executor {name!r} is unknown; choose one of: {', '.join(EXECUTORS)}") from None
+    return executor_for(name)
 
 
 __all__ = ["Executor", "JobStatus", "LocalExecutor", "get_executor", "EXECUTORS"]

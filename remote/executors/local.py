@@ -17,6 +17,8 @@ from pathlib import Path
 from remote.executors.base import Executor, JobStatus
 from sessions.jobfiles import STDERR, STDOUT, read_result
 
+CANCELLED = "cancelled"  # marker file: tells a cancelled job from a crashed one
+
 
 def _proc_state(pid: int, job_dir: Path) -> str | None:
     """'alive', 'zombie' or None (gone, or the PID now belongs to someone else)."""
@@ -57,7 +59,9 @@ class LocalExecutor(Executor):
                 out[ext] = JobStatus("RUNNING")
                 continue
             res = read_result(job_dir)
-            if res is None:
+            if res is None and (Path(job_dir) / CANCELLED).exists():
+                out[ext] = JobStatus("CANCELLED", "cancelled by the curator")
+            elif res is None:
                 out[ext] = JobStatus("FAILED", "process ended without a result; see stderr.log")
             elif res.get("status") == "completed":
                 out[ext] = JobStatus("COMPLETED")
@@ -68,4 +72,5 @@ class LocalExecutor(Executor):
     def cancel(self, external_id: str, job_dir: Path) -> None:
         pid = int(external_id)
         if _proc_state(pid, Path(job_dir).resolve()) == "alive":
+            (Path(job_dir) / CANCELLED).touch()
             os.killpg(pid, signal.SIGTERM)

@@ -1,0 +1,423 @@
+"""Jobs on another machine over SSH (paramiko): the job directory travels by SFTP.
+
+- The connection follows the user's ssh config (`paramiko.SSHConfig`: Host
+  alias → HostName, User, Port, IdentityFile, ProxyCommand), authenticates with
+  the agent and keys only, and checks the host key against known_hosts with a
+  rejecting policy: an unknown host is refused with its fingerprint shown (for
+  the user to accept once, out of band), a changed key is refused loudly.
+- Every remote command is one `/bin/sh -c '<script>'` whose pieces are
+  `shlex.quote`d, so the user's login shell (bash, tcsh, fish) does not matter.
+- `submit` uploads the job directory to `<remote_workdir>/<job>-<hash of the
+  local path>` and starts `python -m remote.run` there as a detached process
+  (`setsid nohup … &`, its PID is the external id), or with `sbatch` when the
+  remote has Slurm (`scheduler="slurm"`). `status` asks once for all jobs, then
+  copies what the jobs wrote (events.jsonl, logs, result.json, checkpoints,
+  outputs) back into the local job directory; `cancel` marks the job cancelled
+  and stops it.
+
+Paths inside spec.json (volume, crops, checkpoints of earlier jobs) must be valid
+on the remote machine: only the job directory itself is synced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shlex
+import socket
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+
+from remote.executors.base import Executor, JobStatus
+from remote.executors.slurm import Shell, SlurmExecutor
+from remote.profiles import ClusterProfile
+from remote.sbatch import SCRIPT
+from sessions.errors import FibError
+from sessions.jobfiles import EVENTS, SPEC, STDERR, STDOUT, read_result, tail
+
+CANCELLED = "cancelled"          # marker file: the curator cancelled this job
+APPEND_ONLY = {EVENTS, STDOUT, STDERR}
+NOT_DOWN = {SPEC, SCRIPT}        # the local copies are the source of these
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint  # "SHA256:…", as OpenSSH prints it
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy, with a message that lets the user check and accept the key once."""
+
+    def __init__(self, alias: str, known_hosts: list[str]):
+        self.alias, self.known_hosts = alias, known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        files = " or ".join(self.known_hosts) or "~/.ssh/known_hosts"
+        raise FibError(
+            f"ssh {self.alias}: host {hostname} is not in {files}; it offers {key.get_name()} key "
+            f"{_fingerprint(key)}. If that is the server's real key (compare with `ssh-keygen -lf` on the server "
+            f"or your admins' list), accept it once with `ssh {self.alias} true` or add this line to "
+            f"{self.known_hosts[0] if self.known_hosts else '~/.ssh/known_hosts'}: "
+            f"{hostname} {key.get_name()} {key.get_base64()}")
+
+
+class SSHConnection:
+    """One lazily opened, kept-alive SSH connection to a Host alias."""
+
+    def __init__(self, alias: str, *, ssh_config: str | os.PathLike | None = None,
+                 known_hosts: str | os.PathLike | list | None = None, connect_timeout: float = 15,
+                 keepalive_s: int = 30):
+        self.alias = alias
+        cfg_path = Path(ssh_config or Path.home() / ".ssh" / "config").expanduser()
+        if ssh_config and not cfg_path.exists():
+            raise FibError(f"ssh config {cfg_path} does not exist")
+        cfg = paramiko.SSHConfig.from_path(str(cfg_path)) if cfg_path.exists() else paramiko.SSHConfig()
+        self.cfg = cfg.lookup(alias)
+        self.host = self.cfg.get("hostname", alias)
+        self.port = int(self.cfg.get("port", 22))
+        self.user = self.cfg.get("user") or os.environ.get("USER") or None
+        if known_hosts is None:
+            known = self.cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
+        elif isinstance(known_hosts, (list, tuple)):
+            known = [str(k) for k in known_hosts]
+        else:
+            known = [str(known_hosts)]
+        self.known_hosts = [os.path.expanduser(k) for k in known]
+        self.identity = [os.path.expanduser(p) for p in self.cfg.get("identityfile", [])]
+        self.connect_timeout = float(self.cfg.get("connecttimeout", connect_timeout))
+        self.keepalive_s = int(self.cfg.get("serveraliveinterval", keepalive_s))
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def where(self) -> str:
+        return f"{self.alias} ({self.user}@{self.host}:{self.port})" if self.alias != self.host else self.host
+
+    def client(self) -> paramiko.SSHClient:
+        with self._lock:
+            t = self._client.get_transport() if self._client else None
+            if t is not None and t.is_active():
+                return self._client
+            self.close()
+            self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> paramiko.SSHClient:
+        c = paramiko.SSHClient()
+        loaded = [k for k in self.known_hosts if os.path.exists(k)]
+        for k in loaded:
+            c.load_host_keys(k)
+        c.set_missing_host_key_policy(_RejectUnknownHost(self.alias, self.known_hosts))
+        sock = None
+        if self.cfg.get("proxycommand") and self.cfg["proxycommand"].lower() != "none":
+            sock = paramiko.ProxyCommand(self.cfg["proxycommand"])
+        if self.cfg.get("proxyjump"):
+            raise FibError(f"ssh {self.alias}: ProxyJump is not supported yet; use "
+                           f"`ProxyCommand ssh -W %h:%p {self.cfg['proxyjump']}` in your ssh config")
+        try:
+            c.connect(self.host, port=self.port, username=self.user, key_filename=self.identity or None,
+                      allow_agent=True, look_for_keys=not self.identity, timeout=self.connect_timeout,
+                      banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout, sock=sock,
+                      passphrase=None)
+        except FibError:
+            c.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            c.close()
+            name = _known_hosts_name(self.host, self.port)
+            raise FibError(
+                f"ssh {self.alias}: the host key of {name} has CHANGED: known_hosts has {e.expected_key.get_name()} "
+                f"{_fingerprint(e.expected_key)}, the server now offers {e.key.get_name()} {_fingerprint(e.key)}. "
+                f"Someone may be intercepting the connection; if the key was legitimately replaced, remove the old "
+                f"entry with `ssh-keygen -R '{name}' -f {self.known_hosts[0]}` and accept the new one") from None
+        except paramiko.AuthenticationException as e:
+            c.close()
+            keys = ", ".join(self.identity) or "~/.ssh/id_*"
+            raise FibError(f"ssh {self.alias}: authentication as {self.user} failed ({e}); tried the agent and "
+                           f"{keys}; check IdentityFile/User in your ssh config or `ssh-add`") from None
+        except (OSError, socket.timeout, paramiko.SSHException) as e:
+            c.close()
+            raise FibError(f"ssh {self.alias}: cannot connect to {self.host}:{self.port} ({e})") from None
+        c.get_transport().set_keepalive(self.keepalive_s)
+        return c
+
+    def sftp(self) -> paramiko.SFTPClient:
+        with self._lock:
+            client = self.client()
+            if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
+                self._sftp = client.open_sftp()
+            return self._sftp
+
+    def run(self, script: str, timeout: float = 120) -> tuple[int, str, str]:
+        """Run a POSIX sh script remotely; (exit code, stdout, stderr)."""
+        with self._lock:
+            client = self.client()
+        try:
+            _, out, err = client.exec_command("/bin/sh -c " + shlex.quote(script), timeout=timeout)
+            o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            return out.channel.recv_exit_status(), o, e
+        except (socket.timeout, paramiko.SSHException, OSError) as e:
+            raise FibError(f"ssh {self.alias}: remote command failed to complete ({e})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sftp is not None:
+                self._sftp.close()
+                self._sftp = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class RemoteShell(Shell):
+    """Shell for SlurmExecutor: argv run over SSH after the profile's remote setup lines."""
+
+    def __init__(self, conn: SSHConnection, setup: tuple[str, ...] = ()):
+        self.conn, self.setup = conn, tuple(setup)
+        self.where = conn.alias
+
+    def run(self, argv, *, cwd=None, timeout=60):
+        import subprocess
+
+        lines = list(self.setup)
+        if cwd:
+            lines.append("cd " + shlex.quote(cwd))
+        lines.append(shlex.join(argv))
+        rc, out, err = self.conn.run("\n".join(lines), timeout=timeout)
+        if rc == 127 and "not found" in err:
+            raise FibError(f"`{argv[0]}` not found on {self.where}: does it have Slurm? "
+                           f"(use scheduler = \"direct\" in the profile otherwise)")
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+
+class SSHExecutor(Executor):
+    name = "ssh"
+    cancel_wait_s = 15.0  # how long `cancel` waits for the job to stop before its last pull
+
+    def __init__(self, host_alias: str | None = None, *, profile: ClusterProfile | None = None,
+                 ssh_config: str | os.PathLike | None = None, known_hosts=None,
+                 remote_workdir: str | None = None, python: str | None = None, scheduler: str | None = None,
+                 remote_setup: tuple[str, ...] | list[str] = ()):
+        self.profile = profile or ClusterProfile(name=host_alias or "ssh")
+        alias = host_alias or self.profile.ssh_host
+        if not alias:
+            raise FibError(f"profile {self.profile.name!r} has no ssh_host; set it to a Host alias from ~/.ssh/config")
+        self.conn = SSHConnection(alias, ssh_config=ssh_config or self.profile.ssh_config,
+                                  known_hosts=known_hosts or self.profile.known_hosts)
+        self.workdir_cfg = remote_workdir or self.profile.remote_workdir or "fibtui-jobs"
+        self.python = python or self.profile.python or sys.executable
+        self.scheduler = scheduler or (self.profile.scheduler if self.profile.ssh_host else "direct")
+        if self.scheduler not in ("direct", "slurm"):
+            raise FibError(f"scheduler {self.scheduler!r}: use \"direct\" or \"slurm\"")
+        self.remote_setup = tuple(remote_setup) or self.profile.remote_setup
+        if profile is not None and host_alias is None:
+            self.name = f"ssh:{profile.name}"  # stored with each job: a fresh process can rebuild this executor
+        self._workdir: str | None = None
+        self._slurm = SlurmExecutor(ClusterProfile(**{**_fields(self.profile), "python": self.python}),
+                                    shell=RemoteShell(self.conn, self.remote_setup))
+
+    # -- paths
+    def workdir(self) -> str:
+        if self._workdir is None:
+            w = self.workdir_cfg
+            if w.startswith("~/"):
+                w = w[2:]
+            if not w.startswith("/"):
+                w = posixpath.join(self.conn.sftp().normalize("."), w)
+            self._workdir = w
+        return self._workdir
+
+    def remote_dir(self, job_dir: Path) -> str:
+        job_dir = Path(job_dir).resolve()
+        tag = hashlib.sha1(str(job_dir).encode()).hexdigest()[:8]
+        return posixpath.join(self.workdir(), f"{job_dir.name}-{tag}")
+
+    # -- sync
+    def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        parts, cur = path.strip("/").split("/"), ""
+        for p in parts:
+            cur += "/" + p
+            try:
+                sftp.stat(cur)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(cur)
+                except OSError as e:
+                    raise FibError(f"ssh {self.conn.alias}: cannot create {cur} ({e}); "
+                                   f"check remote_workdir {self.workdir_cfg!r}") from None
+
+    def push(self, job_dir: Path) -> str:
+        job_dir = Path(job_dir).resolve()
+        sftp, rdir = self.conn.sftp(), self.remote_dir(job_dir)
+        self._mkdirs(sftp, rdir)
+        for local in sorted(job_dir.rglob("*")):
+            rel = local.relative_to(job_dir).as_posix()
+            remote = posixpath.join(rdir, rel)
+            if local.is_dir():
+                self._mkdirs(sftp, remote)
+            elif local.is_file() and not local.name.endswith(".tmp"):
+                sftp.put(str(local), remote)
+        return rdir
+
+    def pull(self, job_dir: Path) -> None:
+        """Copy what the job wrote back: new bytes of append-only files, changed files whole."""
+        job_dir = Path(job_dir).resolve()
+        sftp, rdir = self.conn.sftp(), self.remote_dir(job_dir)
+        self._pull_dir(sftp, rdir, job_dir, top=True)
+
+    def _pull_dir(self, sftp, rdir: str, ldir: Path, top: bool = False) -> None:
+        try:
+            entries = sftp.listdir_attr(rdir)
+        except FileNotFoundError:
+            return
+        ldir.mkdir(parents=True, exist_ok=True)
+        # result.json last: whoever sees it must already have every event before it
+        entries.sort(key=lambda a: a.filename == "result.json")
+        for a in entries:
+            name, remote, local = a.filename, posixpath.join(rdir, a.filename), ldir / a.filename
+            if stat.S_ISDIR(a.st_mode):
+                self._pull_dir(sftp, remote, local)
+                continue
+            if (top and name in NOT_DOWN) or name.endswith(".tmp") or not stat.S_ISREG(a.st_mode):
+                continue
+            try:
+                st = local.stat()
+                size, mtime = st.st_size, int(st.st_mtime)
+            except FileNotFoundError:
+                size, mtime = -1, None
+            if size == a.st_size and mtime == a.st_mtime:
+                continue
+            if top and name in APPEND_ONLY and 0 <= size < a.st_size:
+                with sftp.open(remote, "rb") as fh, open(local, "ab") as out:
+                    fh.seek(size)
+                    out.write(fh.read(a.st_size - size))
+            else:
+                tmp = local.with_name(f".{local.name}.pull.tmp")
+                sftp.get(remote, str(tmp))
+                os.replace(tmp, local)
+            os.utime(local, (a.st_atime, a.st_mtime))
+
+    # -- direct runs
+    def _start(self, rdir: str) -> str:
+        q = shlex.quote
+        py = q(self.python)
+        script = "\n".join([
+            *self.remote_setup,
+            f"cd {q(rdir)} || exit 4",
+            *self.profile.setup,
+            f"command -v {py} >/dev/null 2>&1 || {{ echo \"python {self.python} not found\" >&2; exit 3; }}",
+            f"PYTHONUNBUFFERED=1 setsid nohup {py} -m remote.run {q(rdir)} "
+            f"</dev/null >>{q(rdir + '/' + STDOUT)} 2>>{q(rdir + '/' + STDERR)} &",
+            "echo $!",
+        ])
+        rc, out, err = self.conn.run(script)
+        if rc == 3:
+            raise FibError(f"ssh {self.conn.alias}: the remote python {self.python!r} was not found; "
+                           f"set `python` in the profile (or its setup lines)")
+        if rc != 0 or not out.strip().isdigit():
+            raise FibError(f"ssh {self.conn.alias}: could not start the job in {rdir} "
+                           f"(exit {rc}: {(err or out).strip()[:200]})")
+        return out.strip()
+
+    def _probe(self, jobs: list[tuple[str, str]]) -> dict[str, str]:
+        """{pid: 'alive' | 'gone'} for many (pid, remote dir) at once, in one remote command."""
+        q = shlex.quote
+        lines = ["probe() {",
+                 '  if [ -r "/proc/$1/cmdline" ] &&'
+                 ' tr "\\000" "\\n" < "/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"'
+                 ' && ! grep -q "^[0-9]* (.*) Z" "/proc/$1/stat" 2>/dev/null; then echo "$1 alive"; '
+                 'else echo "$1 gone"; fi', "}"]
+        lines += [f"probe {q(pid)} {q(rdir)}" for pid, rdir in jobs]
+        rc, out, err = self.conn.run("\n".join(lines))
+        if rc != 0:
+            raise FibError(f"ssh {self.conn.alias}: could not ask for job states ({err.strip()[:200]})")
+        return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+    # -- the Executor contract
+    def submit(self, job_dir: Path) -> str:
+        job_dir = Path(job_dir).resolve()
+        if self.scheduler == "slurm":
+            rdir = self.remote_dir(job_dir)
+            text = self._slurm.script(job_dir, rdir)
+            (job_dir / SCRIPT).write_text(text)
+            self.push(job_dir)
+            return self._slurm.sbatch(posixpath.join(rdir, SCRIPT), rdir, job_dir.name)
+        return self._start(self.push(job_dir))
+
+    def status(self, jobs: list[tuple[str, Path]]) -> dict[str, JobStatus]:
+        jobs = [(str(e), Path(d).resolve()) for e, d in jobs]
+        if not jobs:
+            return {}
+        if self.scheduler == "slurm":
+            states = self._slurm.query([e for e, _ in jobs])  # before pulling: a job ending now is seen next time
+            for _, d in jobs:
+                self.pull(d)
+            return self._slurm.settle(states, jobs)
+        alive = self._probe([(e, self.remote_dir(d)) for e, d in jobs])
+        out = {}
+        for ext, d in jobs:
+            self.pull(d)
+            if alive.get(ext) == "alive":
+                out[ext] = JobStatus("RUNNING")
+                continue
+            res = read_result(d)
+            if res is not None and res.get("status") == "completed":
+                out[ext] = JobStatus("COMPLETED")
+            elif res is not None:
+                out[ext] = JobStatus("FAILED", res.get("error", "failed"))
+            elif (d / CANCELLED).exists():
+                out[ext] = JobStatus("CANCELLED", "cancelled by the curator")
+            else:
+                last = [ln for ln in tail(d / STDERR, 5).splitlines() if ln.strip()]
+                out[ext] = JobStatus("FAILED", "the remote process ended without a result; "
+                                     + (f"stderr: {last[-1].strip()[:300]}" if last else "see stderr.log"))
+        return out
+
+    def cancel(self, external_id: str, job_dir: Path) -> None:
+        job_dir = Path(job_dir).resolve()
+        if self.scheduler == "slurm":
+            self._slurm.scancel(str(external_id))
+            return
+        rdir, q = self.remote_dir(job_dir), shlex.quote
+        pid = str(external_id)
+        if not pid.isdigit():
+            raise FibError(f"ssh job id {pid!r} is not a process id")
+        (job_dir / CANCELLED).touch()
+        script = "\n".join([
+            f": > {q(rdir + '/' + CANCELLED)}",
+            f'if [ -r /proc/{pid}/cmdline ] && tr "\\000" "\\n" < /proc/{pid}/cmdline | grep -qxF -- {q(rdir)}; then',
+            f"  kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null",
+            "fi",
+            "exit 0",
+        ])
+        rc, _, err = self.conn.run(script)
+        if rc != 0:
+            raise FibError(f"ssh {self.conn.alias}: could not cancel process {pid} ({err.strip()[:200]})")
+        # training writes a checkpoint on SIGTERM: give it a moment, then bring the last events home
+        # (the session stops polling a cancelled job, so this is the last pull)
+        deadline = time.monotonic() + self.cancel_wait_s
+        while time.monotonic() < deadline and self._probe([(pid, rdir)]).get(pid) == "alive":
+            time.sleep(0.3)
+        self.pull(job_dir)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _fields(p: ClusterProfile) -> dict:
+    from dataclasses import asdict
+
+    return asdict(p)
+
+
+__all__ = ["SSHExecutor", "SSHConnection", "RemoteShell", "CANCELLED"]
