@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from fibtui import __version__
 from fibtui.output import console, emit_json, err_console, progress, stage_callback, table
@@ -298,7 +299,8 @@ def follow(d, job: dict, quiet: bool = False) -> dict:
 
 def _common_job_options(f):
     f = click.option("--round", "round_n", type=int, help="Round (default: the latest).")(f)
-    f = click.option("--executor", default="local", show_default=True, help="Where the job runs.")(f)
+    f = click.option("--executor", default="local", show_default=True,
+                     help="Where the job runs: local, slurm[:PROFILE] or ssh:PROFILE (profiles in fibtui.toml).")(f)
     f = click.option("--detach", is_flag=True, help="Submit and return; do not follow progress.")(f)
     f = json_option(f)
     return session_option(f)
@@ -360,15 +362,72 @@ def round_eval(session_dir, round_n, executor, detach, as_json, threshold) -> No
         _print_status(s)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
+@click.option("--session", "session_dir", envvar="FIBTUI_SESSION", type=click.Path(path_type=Path), help=SESSION_HELP)
+@json_option
+@click.pass_context
+def jobs(ctx, session_dir, as_json) -> None:
+    """Jobs of every round on every executor: state, reason, progress, GPU-hours."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if session_dir is None:
+        raise FibError("no session: pass --session DIR (or set FIBTUI_SESSION)")
+    from remote.dispatch import Dispatcher
+
+    s = _open(session_dir)
+    Dispatcher(s).refresh()
+    rows = list(s.db["jobs"].rows_where(order_by="submitted, rowid"))
+    if as_json:
+        emit_json(rows)
+        return
+    console.print(table("jobs", ["job", "executor", "id", "state", "progress", "GPU-h", "message / reason"],
+                        [[j["id"], j["executor"], j["external_id"], j["state"], f"{100 * (j['progress'] or 0):.0f}%",
+                          f"{j['gpu_hours']:.2f}" if j.get("gpu_hours") is not None else "",
+                          j["reason"] or j["message"] or ""] for j in rows]))
+
+
+@jobs.command("cancel")
 @session_option
 @click.argument("job_id")
-def cancel(session_dir, job_id) -> None:
-    """Cancel a running job."""
+@json_option
+def jobs_cancel(session_dir, job_id, as_json) -> None:
+    """Cancel a running job (it stops; its checkpoints stay)."""
     from remote.dispatch import Dispatcher
 
     job = Dispatcher(_open(session_dir)).cancel(job_id)
-    console.print(f"{job['id']} {job['state']}")
+    emit_json(job) if as_json else console.print(f"{job['id']} {job['state']}")
+
+
+@jobs.command("log")
+@session_option
+@click.argument("job_id")
+@click.option("--lines", default=40, show_default=True, type=int)
+def jobs_log(session_dir, job_id, lines) -> None:
+    """Show the end of a job's stderr log."""
+    from sessions import jobs as jobrows
+    from sessions.jobfiles import STDERR, tail
+
+    s = _open(session_dir)
+    console.print(tail(jobrows.job_dir(s, jobrows.get(s, job_id)) / STDERR, lines) or "(empty)", markup=False,
+                  highlight=False)
+
+
+@cli.command()
+@click.option("--session", "session_dir", envvar="FIBTUI_SESSION", type=click.Path(path_type=Path),
+              help="Check this session's filesystem too.")
+@click.option("--config", type=click.Path(path_type=Path), help="Cluster profiles file (default: the nearest).")
+@json_option
+def doctor(session_dir, config, as_json) -> None:
+    """What works here: terminal colours, session filesystem, GPU, Slurm, SSH profiles."""
+    from fibtui.doctor import run_all
+
+    checks = run_all(session_dir, str(config) if config else None)
+    if as_json:
+        emit_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
+        return
+    mark = {True: "[green]ok[/]", False: "[red]!![/]", None: "[dim]--[/]"}
+    for name, ok, detail in checks:
+        console.print(f"{mark[ok]}  [bold]{escape(name)}[/]: {escape(detail)}", highlight=False)
 
 
 @cli.command()

@@ -9,20 +9,20 @@ blocks are recorded in `blocks.done`, so a restarted job skips them.
 from __future__ import annotations
 
 import time
-from itertools import product
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from remote.model import UNet3D, normalize, pick_device
+from remote.predict_array import (ARRAY, LEDGER, OUTPUT, TASKS, array_info, block_key, block_shape,  # noqa: F401
+                                  plan_blocks, round_up, task_dir, task_slice)
 from remote.sampling import read_padded
 from remote.train import load_model
 from sessions import omezarr
 from sessions.geometry import Box
 from sessions.jobfiles import append_event
 
-OUTPUT, LEDGER = "prediction.ome.zarr", "blocks.done"
 
 
 def receptive_radius(model: UNet3D) -> tuple[int, int, int]:
@@ -38,15 +38,6 @@ def receptive_radius(model: UNet3D) -> tuple[int, int, int]:
     return tuple(r)
 
 
-def round_up(v: int, m: int) -> int:
-    return -(-v // m) * m
-
-
-def plan_blocks(shape, block) -> list[Box]:
-    ranges = [range(0, s, b) for s, b in zip(shape, block)]
-    return [Box(o, tuple(min(b, s - oo) for b, s, oo in zip(block, shape, o))) for o in product(*ranges)]
-
-
 def predict_block(model, raw, core: Box, halo, div, device) -> np.ndarray:
     """Probability (uint8) for `core`, from a halo-padded, grid-aligned input."""
     lo = [o - h for o, h in zip(core.offset, halo)]
@@ -59,42 +50,101 @@ def predict_block(model, raw, core: Box, halo, div, device) -> np.ndarray:
     return (p * 255).round_().to(torch.uint8).cpu().numpy()
 
 
-def run(spec: dict, job_dir: Path) -> dict:
-    job_dir = Path(job_dir)
+def _load(spec: dict):
     device = pick_device(spec.get("device", "auto"))
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     src = omezarr.open_multiscale(spec["volume"]["path"])
-    raw = src.levels[0]
     model, _ = load_model(spec["checkpoint"], device)
     model.eval()
     div = model.cfg.divisor
     halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), div))
-    out_path = job_dir / OUTPUT
-    block = tuple(int(b) for b in spec.get("block", (32, 256, 256)))
-    chunks = omezarr.DEFAULT_CHUNKS
-    block = tuple(round_up(b, c) for b, c in zip(block, chunks))  # chunk-aligned writes, grid-aligned origins
-    ledger = job_dir / LEDGER
-    done = set(ledger.read_text().split()) if ledger.exists() and out_path.exists() else set()
-    if not done:
-        ms = omezarr.create(out_path, raw.shape, src.voxel_size, name="prediction", chunks=chunks)
-        ledger.write_text("")
-    else:
-        ms = omezarr.open_multiscale(out_path, mode="r+")
-        append_event(job_dir, "resumed", step=len(done))
-    blocks = plan_blocks(raw.shape, block)
+    return device, src, model, div, halo
+
+
+def _predict_blocks(spec, blocks, out, ledger: Path, done: set, events_dir: Path, *, model, raw, halo, div,
+                    device) -> float:
     t0, vox = time.perf_counter(), 0
     with open(ledger, "a") as led:
         for i, core in enumerate(blocks):
-            key = "_".join(map(str, core.offset))
+            key = block_key(core)
             if key in done:
                 continue
-            ms.levels[0][core.slices] = predict_block(model, raw, core, halo, div, device)
+            out[core.slices] = predict_block(model, raw, core, halo, div, device)
             led.write(key + "\n")
             led.flush()
             vox += core.size
             dt = time.perf_counter() - t0
-            append_event(job_dir, "progress", step=i + 1, total=len(blocks), voxels_per_s=vox / dt if dt else 0.0)
+            append_event(events_dir, "progress", step=i + 1, total=len(blocks), voxels_per_s=vox / dt if dt else 0.0)
+    return time.perf_counter() - t0
+
+
+def run(spec: dict, job_dir: Path) -> dict:
+    """The whole volume in one process (local, SSH direct, or one Slurm job)."""
+    job_dir = Path(job_dir)
+    device, src, model, div, halo = _load(spec)
+    raw = src.levels[0]
+    out_path = job_dir / OUTPUT
+    ledger = job_dir / LEDGER
+    done = set(ledger.read_text().split()) if ledger.exists() and out_path.exists() else set()
+    if not done:
+        ms = omezarr.create(out_path, raw.shape, src.voxel_size, name="prediction", chunks=omezarr.DEFAULT_CHUNKS)
+        ledger.write_text("")
+    else:
+        ms = omezarr.open_multiscale(out_path, mode="r+")
+        append_event(job_dir, "resumed", step=len(done))
+    blocks = plan_blocks(raw.shape, block_shape(spec))
+    t0 = time.perf_counter()
+    _predict_blocks(spec, blocks, ms.levels[0], ledger, done, job_dir, model=model, raw=raw, halo=halo, div=div,
+                    device=device)
     omezarr.build_pyramid(ms)
     return {"status": "completed", "output": OUTPUT, "blocks": len(blocks), "halo": list(halo),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_task(spec: dict, job_dir: Path, task: int) -> dict:
+    """One task of the array: its slice of the blocks into the pre-created store; its own ledger."""
+    job_dir = Path(job_dir)
+    info = array_info(job_dir)
+    if info is None:
+        raise RuntimeError(f"{job_dir / ARRAY} missing: the array was not prepared at submission")
+    tasks = int(info["tasks"])
+    if not 0 <= task < tasks:
+        raise RuntimeError(f"task {task} outside the array's 0..{tasks - 1}")
+    tdir = task_dir(job_dir, task)
+    device, src, model, div, halo = _load(spec)
+    raw = src.levels[0]
+    blocks = plan_blocks(raw.shape, block_shape(spec))
+    mine = blocks[task_slice(len(blocks), tasks, task)]
+    ledger = tdir / LEDGER
+    done = set(ledger.read_text().split()) if ledger.exists() else set()
+    if done:
+        append_event(tdir, "resumed", step=len(done))
+    ms = omezarr.open_multiscale(job_dir / OUTPUT, mode="r+")
+    secs = _predict_blocks(spec, mine, ms.levels[0], ledger, done, tdir, model=model, raw=raw, halo=halo, div=div,
+                           device=device)
+    return {"status": "completed", "task": task, "blocks": len(mine), "seconds": round(secs, 1)}
+
+
+def finalize(spec: dict, job_dir: Path) -> dict:
+    """The dependent step after every task: check the ledgers cover every block, build the pyramid."""
+    job_dir = Path(job_dir)
+    t0 = time.perf_counter()
+    info = array_info(job_dir)
+    if info is None:
+        raise RuntimeError(f"{job_dir / ARRAY} missing: the array was not prepared at submission")
+    src = omezarr.open_multiscale(spec["volume"]["path"])
+    blocks = plan_blocks(src.levels[0].shape, block_shape(spec))
+    done = set()
+    for i in range(int(info["tasks"])):
+        led = task_dir(job_dir, i) / LEDGER
+        if led.exists():
+            done |= set(led.read_text().split())
+    missing = [block_key(b) for b in blocks if block_key(b) not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(blocks)} blocks were not predicted (first: {missing[0]}); "
+                           f"see tasks/*/stderr.log")
+    ms = omezarr.open_multiscale(job_dir / OUTPUT, mode="r+")
+    omezarr.build_pyramid(ms)
+    return {"status": "completed", "output": OUTPUT, "blocks": len(blocks), "tasks": int(info["tasks"]),
             "seconds": round(time.perf_counter() - t0, 1)}

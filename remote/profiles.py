@@ -11,6 +11,8 @@ mem = "64G"
 setup = ["module load cuda/12.1", "source ~/venvs/fibtui/bin/activate"]
 python = "python"         # the interpreter after `setup`; default: this process's own
 signal_s = 120            # training gets USR1 this long before the time limit (--signal=B:USR1@120)
+array_tasks = 8           # prediction as a job array of 8 tasks (+ a final step for the pyramid)
+array_throttle = 4        # at most 4 tasks at once
 
 [profiles.lab-box]          # a machine reached over SSH (no Slurm there)
 ssh_host = "labbox"         # a Host alias from ~/.ssh/config
@@ -59,6 +61,8 @@ class ClusterProfile:
     signal_s: int = 120              # training: USR1 this many seconds before the time limit
     requeue: bool = True             # --requeue: preemption/time-limit restarts resume from checkpoint
     sbatch_args: tuple[str, ...] = ()  # anything else, verbatim: ("--constraint=a100",)
+    array_tasks: int = 1             # prediction as a job array of this many tasks (1: one job)
+    array_throttle: int | None = None  # at most this many tasks at once (--array=0-(K-1)%throttle)
     # SSH
     ssh_host: str | None = None      # Host alias in ~/.ssh/config
     remote_workdir: str | None = None
@@ -81,6 +85,10 @@ class ClusterProfile:
             raise FibError(f"{where}: cpus = {self.cpus!r}; use a whole number ≥ 1")
         if not isinstance(self.signal_s, int) or not 0 <= self.signal_s <= 65535:
             raise FibError(f"{where}: signal_s = {self.signal_s!r}; use seconds between 0 and 65535")
+        for key in ("array_tasks", "array_throttle"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise FibError(f"{where}: {key} = {v!r}; use a whole number ≥ 1")
         if self.scheduler not in ("slurm", "direct"):
             raise FibError(f"{where}: scheduler = {self.scheduler!r}; use \"slurm\" or \"direct\"")
         for line in (*self.setup, *self.remote_setup):

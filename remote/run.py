@@ -1,8 +1,14 @@
-"""Job entry point on the compute side: `python -m remote.run <job-dir>`.
+"""Job entry point on the compute side: `python -m remote.run <job-dir> [--task I | --finalize]`.
 
 Reads `spec.json`, runs the job kind, writes `result.json` atomically, and
 appends a heartbeat to `events.jsonl` every few seconds so the session can
-tell a live job from a lost one.
+tell a live job from a lost one. The `started` event says how many GPUs the
+job sees (0 on CPU): with the elapsed time it gives the job's GPU-hours.
+
+A prediction submitted as a Slurm job array runs as `--task I` (one slice of
+the blocks; its events, ledger, result and logs in `tasks/<I>/`) and then as
+`--finalize` (the dependent step: checks every block, builds the pyramid,
+writes the job's result.json).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from sessions.jobfiles import RESULT, SPEC, append_event, atomic_write_json, read_json
 
 HEARTBEAT_S = 10.0
+KINDS = ("train", "predict", "evaluate")
 
 
 def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
@@ -23,21 +30,65 @@ def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
         append_event(job_dir, "heartbeat", pid=os.getpid())
 
 
+def visible_gpus(spec: dict) -> int:
+    """GPUs this job can use: 0 when it runs on the CPU."""
+    if str(spec.get("device", "auto")).startswith("cpu"):
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no torch, no CUDA: no GPU
+        return 0
+
+
+def _parse(argv: list[str]) -> tuple[Path, int | None, bool] | None:
+    if not argv or argv[0].startswith("--"):
+        return None
+    job_dir, rest = Path(argv[0]).resolve(), argv[1:]
+    if not rest:
+        return job_dir, None, False
+    if rest == ["--finalize"]:
+        return job_dir, None, True
+    if len(rest) == 2 and rest[0] == "--task" and rest[1].isdigit():
+        return job_dir, int(rest[1]), False
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m remote.run <job-dir>", file=sys.stderr)
+    parsed = _parse(argv)
+    if parsed is None:
+        print("usage: python -m remote.run <job-dir> [--task I | --finalize]", file=sys.stderr)
         return 2
-    job_dir = Path(argv[0]).resolve()
+    job_dir, task, finalize = parsed
     spec = read_json(job_dir / SPEC)
+    out_dir = job_dir
+    if task is not None:
+        from remote.sbatch import TASKS
+
+        out_dir = job_dir / TASKS / str(task)
+        out_dir.mkdir(exist_ok=True)  # tasks/ is made at submission; never recreate a deleted job dir
+    kind = spec.get("kind")
+    if kind not in KINDS:  # before the heavy imports: an unknown kind fails at once
+        result = {"status": "failed", "error": f"unknown job kind {kind!r}; known: {', '.join(KINDS)}"}
+        append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind, gpus=0)
+        atomic_write_json(out_dir / RESULT, result)
+        append_event(out_dir, "finished", status="failed")
+        return 1
     from remote import evaluate, predict, train
 
-    kinds = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run}
-    append_event(job_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=spec["kind"])
+    append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind,
+                 gpus=visible_gpus(spec), **({"task": task} if task is not None else {}))
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(job_dir, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(out_dir, stop), daemon=True).start()
     try:
-        result = kinds[spec["kind"]](spec, job_dir)
+        if task is not None:
+            result = predict.run_task(spec, job_dir, task)
+        elif finalize:
+            result = predict.finalize(spec, job_dir)
+        else:
+            result = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run}[kind](spec, job_dir)
     except train.Interrupted as e:
         print(str(e), file=sys.stderr)
         return 143  # no result.json: the scheduler requeues, the next run resumes
@@ -46,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
     finally:
         stop.set()
-    atomic_write_json(job_dir / RESULT, result)
-    append_event(job_dir, "finished", status=result["status"])
+    try:
+        atomic_write_json(out_dir / RESULT, result)
+        append_event(out_dir, "finished", status=result["status"])
+    except FileNotFoundError:  # the job directory was deleted under us: nobody to tell
+        print(f"job directory {job_dir} was deleted; no result written", file=sys.stderr)
+        return 1
     return 0 if result["status"] == "completed" else 1
 
 

@@ -18,6 +18,8 @@ from sessions.errors import FibError
 from sessions.jobfiles import STDERR, STDOUT
 
 SCRIPT = "job.sbatch"
+ARRAY_SCRIPT, FINAL_SCRIPT = "array.sbatch", "final.sbatch"
+TASKS = "tasks"          # tasks/<i>/: one array task's events, ledger, logs, result
 _PATH_OK = re.compile(r"^/[^\s'\"\\`$;&|<>*?]*$")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -33,20 +35,18 @@ def _slurm_filename(path: str) -> str:
     return path.replace("%", "%%")  # --output/--error expand %j, %x ...; a literal % is %%
 
 
-def sbatch_script(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProfile, python: str) -> str:
-    """The whole batch script, as text. `python` runs `-m remote.run` on the compute node."""
-    job_dir = _check_dir(str(job_dir))
+def _options(spec: dict, job_dir: str, profile: ClusterProfile, *, name_suffix: str = "", logs: str = "",
+             gpu: bool = True) -> list[str]:
     kind = spec.get("kind", "job")
     job_id = spec.get("job_id") or PurePosixPath(job_dir).name
-    name = "fibtui-" + _NAME_BAD.sub("_", str(job_id))
-    train = kind == "train"
+    name = "fibtui-" + _NAME_BAD.sub("_", str(job_id)) + name_suffix
     cpus = profile.cpus or (int(spec["threads"]) if spec.get("threads") else None)
-
+    logs = logs or _slurm_filename(job_dir)  # already %-escaped (it may hold %a)
     opts = [
         f"--job-name={name}",
         f"--chdir={job_dir}",
-        f"--output={_slurm_filename(f'{job_dir}/{STDOUT}')}",
-        f"--error={_slurm_filename(f'{job_dir}/{STDERR}')}",
+        f"--output={logs}/{_slurm_filename(STDOUT)}",
+        f"--error={logs}/{_slurm_filename(STDERR)}",
         "--open-mode=append",
     ]
     for key, opt in (("partition", "partition"), ("account", "account"), ("qos", "qos"), ("time", "time")):
@@ -57,14 +57,24 @@ def sbatch_script(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProf
         opts.append(f"--cpus-per-task={cpus}")
     if profile.mem:
         opts.append(f"--mem={profile.mem}")
-    if profile.gres:
+    if gpu and profile.gres:
         opts.append(f"--gres={profile.gres}")
-    if profile.gpus:
+    if gpu and profile.gpus:
         opts.append(f"--gpus={profile.gpus}")
     opts.append("--requeue" if profile.requeue else "--no-requeue")
-    if train and profile.signal_s:
+    if kind == "train" and profile.signal_s:
         opts.append(f"--signal=B:USR1@{profile.signal_s}")
     opts += list(profile.sbatch_args)
+    return opts
+
+
+def sbatch_script(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProfile, python: str) -> str:
+    """The whole batch script, as text. `python` runs `-m remote.run` on the compute node."""
+    job_dir = _check_dir(str(job_dir))
+    kind = spec.get("kind", "job")
+    job_id = spec.get("job_id") or PurePosixPath(job_dir).name
+    train = kind == "train"
+    opts = _options(spec, job_dir, profile)
 
     q = shlex.quote
     lines = ["#!/bin/bash"] + [f"#SBATCH {o}" for o in opts]
@@ -109,4 +119,42 @@ def sbatch_script(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProf
     return "\n".join(lines)
 
 
-__all__ = ["sbatch_script", "SCRIPT"]
+def _header(opts: list[str], spec: dict, job_dir: str, profile: ClusterProfile, what: str) -> list[str]:
+    q = shlex.quote
+    job_id = spec.get("job_id") or PurePosixPath(job_dir).name
+    lines = ["#!/bin/bash"] + [f"#SBATCH {o}" for o in opts]
+    lines += [f"# written by fibtui (remote/sbatch.py): job {job_id}, {what}, profile {profile.name}", ""]
+    if profile.setup:
+        lines += ["# profile setup"] + list(profile.setup) + [""]
+    lines += [f"job={q(job_dir)}", "export PYTHONUNBUFFERED=1", 'cd "$job"']
+    return lines
+
+
+def sbatch_array_scripts(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProfile, python: str,
+                         tasks: int, throttle: int | None = None) -> tuple[str, str]:
+    """Blockwise prediction as a job array + a final step (both texts; pure).
+
+    The array `--array=0-(tasks-1)[%throttle]`: task i predicts its own slice of
+    the block list into the shared, pre-created zarr and keeps its own ledger,
+    events and logs under tasks/<i>/ (no two tasks write the same file). The
+    final step is submitted with `--dependency=afterok:<array>`: it checks every
+    block is done, builds the pyramid and writes result.json; it asks for no GPU.
+    """
+    job_dir = _check_dir(str(job_dir))
+    if not isinstance(tasks, int) or tasks < 1:
+        raise FibError(f"array tasks = {tasks!r}; use a whole number ≥ 1")
+    if throttle is not None and (not isinstance(throttle, int) or throttle < 1):
+        raise FibError(f"array throttle = {throttle!r}; use a whole number ≥ 1")
+    q = shlex.quote
+    arr = f"--array=0-{tasks - 1}" + (f"%{throttle}" if throttle else "")
+    opts = _options(spec, job_dir, profile, logs=f"{_slurm_filename(job_dir)}/{TASKS}/%a")
+    opts.insert(1, arr)
+    lines = _header(opts, spec, job_dir, profile, f"prediction array of {tasks} tasks")
+    lines += [f'exec {q(python)} -m remote.run "$job" --task "$SLURM_ARRAY_TASK_ID"', ""]
+    final = _options(spec, job_dir, profile, name_suffix="-final", gpu=False)
+    flines = _header(final, spec, job_dir, profile, "final step of the prediction array (pyramid, result.json)")
+    flines += [f'exec {q(python)} -m remote.run "$job" --finalize', ""]
+    return "\n".join(lines), "\n".join(flines)
+
+
+__all__ = ["sbatch_script", "sbatch_array_scripts", "SCRIPT", "ARRAY_SCRIPT", "FINAL_SCRIPT", "TASKS"]

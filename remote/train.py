@@ -128,7 +128,7 @@ def run(spec: dict, job_dir: Path) -> dict:
         opt.step()
         sched.step()
         seen += x.numel()
-        run_loss.append(float(loss))
+        run_loss.append(loss.item())
         done = it + 1
         if done % log_every == 0 or done == total:
             dt = time.perf_counter() - t0

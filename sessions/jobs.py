@@ -10,12 +10,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessions.errors import FibError
-from sessions.jobfiles import SPEC, atomic_write_json, read_events, read_result
+from sessions.jobfiles import SPEC, atomic_write_json, read_events, read_json, read_result
 from sessions.timeutil import now
 from sessions.workspace import Session
 
+# A prediction run as a Slurm job array (remote/predict_array.py): array.json says how many tasks and
+# blocks; each task keeps its own ledger in tasks/<i>/blocks.done (so no two tasks write one file).
+ARRAY, TASKS, LEDGER = "array.json", "tasks", "blocks.done"
+
 ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def array_info(d: Path) -> dict | None:
+    """{tasks, blocks} of a job array's directory, or None for a plain job."""
+    try:
+        return read_json(Path(d) / ARRAY)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def blocks_done(d: Path) -> int:
+    """Blocks finished so far over every task's ledger (progress of an array job)."""
+    n = 0
+    for led in Path(d).glob(f"{TASKS}/*/{LEDGER}"):
+        try:
+            n += sum(1 for ln in led.read_text().split() if ln)
+        except OSError:
+            continue
+    return n
 
 
 def job_dir(session: Session, job: dict) -> Path:
@@ -32,6 +55,7 @@ def create(session: Session, round_n: int, kind: str, spec: dict, executor: str)
         "id": job_id, "round": round_n, "kind": kind, "executor": executor, "external_id": None,
         "state": "PENDING", "reason": None, "dir": session.rel(d), "submitted": now(), "started": None,
         "ended": None, "progress": 0.0, "message": None, "events_offset": 0, "heartbeat": None,
+        "elapsed_s": None, "gpus": None, "gpu_hours": None, "elapsed_prev_s": None, "gpu_hours_prev": None,
     }
     session.db["jobs"].insert(row)
     return row
@@ -54,13 +78,27 @@ def latest(session: Session, round_n: int, kind: str) -> dict | None:
 
 
 def ingest(session: Session, job: dict) -> dict:
-    """Fold new events into the job row, metrics and checkpoints; return the updated row."""
+    """Fold new events into the job row, metrics and checkpoints; return the updated row.
+
+    A prediction run as a job array reports progress through its tasks' ledgers
+    (tasks/<i>/blocks.done): blocks done over all tasks / blocks in the volume."""
     with session.write() as db:
         job = dict(db["jobs"].get(job["id"]))  # the offset as of now, under the write lock
-        events, offset = read_events(job_dir(session, job), job["events_offset"] or 0)
+        d = job_dir(session, job)
+        events, offset = read_events(d, job["events_offset"] or 0)
+        upd: dict = {}
+        info = array_info(d) if job["kind"] == "predict" else None
+        if info and job["state"] in ACTIVE:
+            done, total = blocks_done(d), max(1, int(info.get("blocks") or 1))
+            prog = min(1.0, done / total)
+            if prog != job["progress"]:
+                upd = {"progress": prog, "message": f"{done}/{total} blocks, {info.get('tasks')} array tasks"}
         if not events:
-            return job
-        upd, metrics, checkpoints = _fold(job, events)
+            if upd:
+                db["jobs"].update(job["id"], upd)
+            return {**job, **upd}
+        fold, metrics, checkpoints = _fold(job, events)
+        upd = {**fold, **upd}
         upd["events_offset"] = offset
         db["jobs"].update(job["id"], upd)
         db["metrics"].insert_all({"job": job["id"], "round": job["round"], **m} for m in metrics)
@@ -96,6 +134,35 @@ def _fold(job: dict, events: list[dict]) -> tuple[dict, list[dict], list[dict]]:
         elif t == "interrupted":
             upd["message"] = f"interrupted by {ev.get('signal')} at it {ev.get('step')}; checkpoint saved"
     return upd, metrics, checkpoints
+
+
+def record_usage(session: Session, job: dict, elapsed_s: float | None, gpus: int | None,
+                 gpu_hours: float | None = None) -> dict:
+    """Store what the executor reports: elapsed seconds and GPUs of the current run, GPU-hours = GPUs × elapsed.
+
+    Slurm restarts a requeued job's clock at 0: when the elapsed time goes down, the
+    run before is banked in elapsed_prev_s / gpu_hours_prev and the totals add up."""
+    if elapsed_s is None and gpus is None:
+        return job
+    if gpu_hours is None and elapsed_s is not None and gpus is not None:
+        gpu_hours = gpus * elapsed_s / 3600.0
+    prev_e, prev_g = job.get("elapsed_prev_s") or 0.0, job.get("gpu_hours_prev") or 0.0
+    cur_e = (job.get("elapsed_s") or 0.0) - prev_e
+    cur_g = (job.get("gpu_hours") or 0.0) - prev_g
+    upd: dict = {}
+    if elapsed_s is not None and elapsed_s + 1.0 < cur_e:  # a new run started (requeue): bank the last one
+        prev_e, prev_g = prev_e + cur_e, prev_g + cur_g
+        upd.update(elapsed_prev_s=prev_e, gpu_hours_prev=prev_g)
+    if elapsed_s is not None:
+        upd["elapsed_s"] = prev_e + elapsed_s
+    if gpus is not None:
+        upd["gpus"] = gpus
+    if gpu_hours is not None:
+        upd["gpu_hours"] = prev_g + gpu_hours
+    if all(job.get(k) == v for k, v in upd.items()):
+        return job
+    session.db["jobs"].update(job["id"], upd)
+    return {**job, **upd}
 
 
 def finish(session: Session, job: dict, state: str, reason: str | None = None) -> dict:

@@ -68,3 +68,14 @@ def m001_initial(db: Database) -> None:
         {"id": int, "time": str, "author": str, "action": str, "reason": str, "round": int},
         pk="id",
     )
+
+
+@migrations()
+def m002_job_resources(db: Database) -> None:
+    """Resource use per job: wall time run so far, GPUs allocated, GPU-hours (elapsed × GPUs, summed over
+    runs and, for a job array, over its tasks); `elapsed_prev_s` holds the runs before a requeue."""
+    db["jobs"].add_column("elapsed_s", float)
+    db["jobs"].add_column("gpus", int)
+    db["jobs"].add_column("gpu_hours", float)
+    db["jobs"].add_column("elapsed_prev_s", float)
+    db["jobs"].add_column("gpu_hours_prev", float)

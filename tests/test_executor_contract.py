@@ -131,6 +131,16 @@ class ExecutorContract:
         types = [e["type"] for e in events(d)]
         assert types[0] == "started" and types[-1] == "finished" and "progress" in types
         assert (d / "stdout.log").exists() and (d / "stderr.log").exists()
+        # resource use: elapsed wall time and GPUs (none here: CPU jobs, no gres) → GPU-hours
+        assert st[ext].elapsed_s is not None and 0 < st[ext].elapsed_s < WAIT_S, st[ext]
+        assert st[ext].gpus is not None and st[ext].gpu_hours == pytest.approx(st[ext].gpus * st[ext].elapsed_s / 3600)
+        if not __import__("torch").cuda.is_available():
+            assert st[ext].gpus == 0 and st[ext].gpu_hours == 0.0, st[ext]
+        # results: the job directory, here, with what the job wrote (over SSH: synced back again)
+        if not executor.events_local:
+            (d / "result.json").unlink()
+        assert Path(executor.results(ext, d)) == d and json.loads((d / "result.json").read_text()) == res
+        assert isinstance(executor.log_tail(ext, d, 5), str)
         # a fresh executor (a restarted TUI) sees the same
         fresh = self.make_executor(None)
         try:
@@ -150,6 +160,13 @@ class ExecutorContract:
         assert st[broken_ext].state == "FAILED"
         assert "nowhere.ome.zarr" in (st[broken_ext].reason or ""), st[broken_ext]
         assert json.loads((broken_d / "result.json").read_text())["status"] == "failed"
+        # the log tail shows why (over SSH it is pulled again if the local copy is gone)
+        if not executor.events_local:
+            (broken_d / "stderr.log").unlink()
+        log = executor.log_tail(broken_ext, broken_d, 30)
+        assert "nowhere.ome.zarr" in log, log
+        assert len(executor.log_tail(broken_ext, broken_d, 2).splitlines()) <= 2
+        assert st[long_ext].elapsed_s is not None and st[long_ext].elapsed_s > 0
 
         executor.cancel(long_ext, long_d)
         st, _ = self.wait(executor, pairs, lambda s: s[long_ext].state in TERMINAL, timeout=90)
@@ -177,6 +194,28 @@ class ExecutorContract:
     def test_status_of_no_jobs_is_empty(self, executor):
         assert executor.status([]) == {}
 
+    def is_stopped(self, executor, ext, job_dir) -> bool:
+        """Whether the job's process no longer runs (each executor asks its own way)."""
+        raise NotImplementedError
+
+    def test_deleted_job_directory_fails_and_stops_the_job(self, executor, jobs):
+        d = jobs.make("long")
+        ext = executor.submit(d)
+        self.wait(executor, [(ext, d)], lambda s: s[ext].state == "RUNNING" and events(d, "progress"))
+        t0 = time.monotonic()
+        while d.exists() and time.monotonic() - t0 < 10:  # the job may be writing a file as we delete
+            shutil.rmtree(d, ignore_errors=True)
+        assert not d.exists()
+        st = executor.status([(ext, d)])[ext]
+        assert st.state == "FAILED" and "was deleted" in st.reason and str(d.name) in st.reason, st
+        assert "\n" not in st.reason
+        assert not d.exists()  # nobody recreated it (an SSH pull must not)
+        t0 = time.monotonic()
+        while not self.is_stopped(executor, ext, d) and time.monotonic() - t0 < 60:
+            time.sleep(0.5)
+        assert self.is_stopped(executor, ext, d), "the job outlived its directory"
+        assert executor.status([(ext, d)])[ext].state == "FAILED"  # asking again is harmless
+
 
 class TestLocalExecutor(ExecutorContract):
     cancel_gap = None if hasattr(__import__("remote.executors.local", fromlist=["x"]), "CANCELLED") else (
@@ -186,6 +225,17 @@ class TestLocalExecutor(ExecutorContract):
         from remote.executors.local import LocalExecutor
 
         return LocalExecutor()
+
+    def is_stopped(self, executor, ext, job_dir):
+        from remote.executors.local import _proc_state
+
+        executor.status([(ext, job_dir)])  # reaps our own child
+        return _proc_state(int(ext), Path(job_dir).resolve()) != "alive"
+
+
+def _slurm_stopped(slurm, ext) -> bool:
+    rows = slurm.query([ext])
+    return not any(r.state.split()[0] in ("RUNNING", "PENDING", "COMPLETING", "CONFIGURING") for r in rows.values())
 
 
 @pytest.mark.slurm
@@ -199,6 +249,9 @@ class TestSlurmExecutor(ExecutorContract):
         from remote.profiles import ClusterProfile
 
         return SlurmExecutor(ClusterProfile(name="ci", partition="debug", time="00:10:00", cpus=1, mem="500M"))
+
+    def is_stopped(self, executor, ext, job_dir):
+        return _slurm_stopped(executor, ext)
 
 
 class _SSHBase(ExecutorContract):
@@ -230,6 +283,11 @@ class _SSHBase(ExecutorContract):
         return SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts,
                            remote_workdir=str(self.remote_workdir), python=i.ssh_python or None,
                            scheduler=self.scheduler, remote_setup=(f"export SLURM_CONF={i.slurm_conf}",))
+
+    def is_stopped(self, executor, ext, job_dir):
+        if executor.scheduler == "slurm":
+            return _slurm_stopped(executor._slurm, ext)
+        return executor._probe([(ext, executor.remote_dir(job_dir))]).get(ext) != "alive"
 
 
 @pytest.mark.ssh

@@ -164,3 +164,71 @@ def test_executors_by_name(tmp_path):
         executor_for("pbs")
     with pytest.raises(FibError, match="profile 'nope' not found"):
         executor_for("slurm:nope", cfg)
+
+
+# -- prediction as a job array (pure parts)
+
+ARRAY_PROFILE = ClusterProfile(name="janelia-gpu", partition="gpu_a100", account="cellmap", time="04:00:00",
+                               gres="gpu:1", cpus=8, mem="64G", setup=("module load cuda/12.1",), python="python",
+                               array_tasks=8, array_throttle=4)
+
+
+def test_sbatch_array_golden():
+    from remote.sbatch import sbatch_array_scripts
+
+    arr, fin = sbatch_array_scripts(PREDICT, "/groups/cellmap/s1/jobs/r2-predict-1", ARRAY_PROFILE, "python", 8, 4)
+    check_golden("sbatch_predict_array.sh", arr)
+    check_golden("sbatch_predict_final.sh", fin)
+    assert (arr, fin) == sbatch_array_scripts(PREDICT, "/groups/cellmap/s1/jobs/r2-predict-1", ARRAY_PROFILE,
+                                              "python", 8, 4)
+    for text in (arr, fin):
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    opts = [ln.split(" ", 1)[1] for ln in arr.splitlines() if ln.startswith("#SBATCH ")]
+    assert "--array=0-7%4" in opts and "--gres=gpu:1" in opts
+    assert "--output=/groups/cellmap/s1/jobs/r2-predict-1/tasks/%a/stdout.log" in opts  # each task its own logs
+    assert '--task "$SLURM_ARRAY_TASK_ID"' in arr
+    fopts = [ln.split(" ", 1)[1] for ln in fin.splitlines() if ln.startswith("#SBATCH ")]
+    assert not any(o.startswith(("--gres", "--gpus", "--array")) for o in fopts)  # the pyramid needs no GPU
+    assert "--finalize" in fin
+    # no throttle: a plain range; a literal % in the path is escaped, %a is not
+    arr2, _ = sbatch_array_scripts(PREDICT, "/d/100%/j", ClusterProfile(), "py", 3)
+    assert "#SBATCH --array=0-2\n" in arr2 and "--output=/d/100%%/j/tasks/%a/stdout.log" in arr2
+    with pytest.raises(FibError, match="array tasks"):
+        sbatch_array_scripts(PREDICT, "/d/j", ClusterProfile(), "py", 0)
+
+
+def test_array_profile_keys(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[profiles.p]\narray_tasks = 4\narray_throttle = 2\n")
+    p = load_profiles(cfg)["p"]
+    assert (p.array_tasks, p.array_throttle) == (4, 2)
+    cfg.write_text("[profiles.p]\narray_tasks = 0\n")
+    with pytest.raises(FibError, match="array_tasks = 0"):
+        load_profiles(cfg)
+
+
+def test_task_slices_partition_the_blocks():
+    from remote.predict_array import task_slice
+
+    for n in (1, 5, 8, 13):
+        for k in range(1, n + 1):
+            got = [i for t in range(k) for i in range(n)[task_slice(n, k, t)]]
+            assert got == list(range(n))  # disjoint, complete, in order
+
+
+@pytest.mark.parametrize("text,secs", [("0:00", 0), ("1:05", 65), ("2:03:04", 7384), ("1-00:00:10", 86410),
+                                       ("125", 125), ("INVALID", None), ("", None), ("N/A", None)])
+def test_parse_elapsed(text, secs):
+    from remote.executors.slurm import parse_elapsed
+
+    assert parse_elapsed(text) == secs
+
+
+@pytest.mark.parametrize("tres,gpus", [("cpu=1,mem=500M,node=1,billing=1,gres/gpu=2", 2),
+                                       ("cpu=8,mem=64G,node=1,gres/gpu:a100=1", 1),
+                                       ("cpu=8,gres/gpu=2,gres/gpu:a100=2", 2), ("cpu=1,mem=500M,node=1", 0),
+                                       ("", None)])
+def test_parse_gpus(tres, gpus):
+    from remote.executors.slurm import parse_gpus
+
+    assert parse_gpus(tres) == gpus

@@ -1,6 +1,7 @@
 """Training survives being stopped: SIGTERM writes a checkpoint and exits; a restart resumes it."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,3 +73,43 @@ def test_bad_spec_fails_with_result(train_dir):
     assert proc.wait(timeout=60) == 1
     res = json.loads((train_dir / "result.json").read_text())
     assert res["status"] == "failed" and "nowhere.ome.zarr" in res["error"]
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_interrupted_twice_equals_uninterrupted(train_dir, tmp_path):
+    """Same seed, CPU, one thread: stopping and resuming twice ends on bit-identical weights."""
+    spec = json.loads((train_dir / "spec.json").read_text())
+    jobfiles.atomic_write_json(train_dir / "spec.json", {**spec, "iterations": 150})  # long enough to interrupt
+    ref = tmp_path / "ref"
+    shutil.copytree(train_dir, ref)
+    assert run_job(ref).wait(timeout=300) == 0
+    d = train_dir
+    for stop_after in (1, 2):  # stop once during the first run and once after the first resume
+        proc = run_job(d)
+        t0 = time.time()
+        while len(events(d, "progress")) < stop_after * 2 and time.time() - t0 < 120:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    assert len(events(d, "interrupted")) == 2
+    assert run_job(d).wait(timeout=300) == 0
+    a, b = _weights(ref / "model.pt"), _weights(d / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_9_loses_at_most_one_checkpoint_interval(train_dir):
+    d = train_dir
+    proc = run_job(d)
+    t0 = time.time()
+    while not any(e["step"] >= 25 for e in events(d, "progress")) and time.time() - t0 < 120:
+        time.sleep(0.05)
+    killed_at = max(e["step"] for e in events(d, "progress"))
+    proc.kill()
+    proc.wait()
+    assert run_job(d).wait(timeout=300) == 0
+    resumed = events(d, "resumed")[0]["step"]
+    assert killed_at - resumed <= 10  # checkpoint_every=10
+    assert json.loads((d / "result.json").read_text())["status"] == "completed"

@@ -31,7 +31,7 @@ from sessions.workspace import open_session
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "yellow", "PENDING": "cyan", "CANCELLED": "dim"}
 SHORT_STATE = {"COMPLETED": "done", "RUNNING": "running", "PENDING": "queued", "CANCELLED": "cancelled"}
 ROUND_COLUMNS = ("#", "target", "crops", "train", "pred", "eval")
-JOB_COLUMNS = ("job", "state", "progress", "message", "reason", "kind", "executor")
+JOB_COLUMNS = ("job", "state", "progress", "message", "reason", "GPU-h", "kind", "executor")
 
 
 def author() -> str:
@@ -67,8 +67,9 @@ def round_cells(r: dict) -> list:
 
 
 def job_cells(j: dict) -> list:
+    gpu_h = j.get("gpu_hours")
     return [j["id"], state_text(j["state"]), progress_text(j), j["message"] or "", Text(j["reason"] or "", style="red"),
-            j["kind"], j["executor"]]
+            f"{gpu_h:.2f}" if gpu_h is not None else "", j["kind"], j["executor"]]
 
 
 def evaluation_text(ev: dict | None) -> Text:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote.executors.base import Executor, JobStatus
+from remote.executors.base import Executor, JobStatus, deleted_reason, read_tail, usage_from_events
 from sessions.jobfiles import STDERR, STDOUT, read_result
 
 CANCELLED = "cancelled"  # marker file: tells a cancelled job from a crashed one
@@ -33,7 +33,10 @@ def _proc_state(pid: int, job_dir: Path) -> str | None:
 
 
 class LocalExecutor(Executor):
+    """GPU-hours: the GPUs the job saw (its `started` event, 0 on CPU) × elapsed wall time."""
+
     name = "local"
+    max_poll_s = 2.0  # a status query is a look at /proc: cheap
 
     def __init__(self):
         self._children: dict[int, subprocess.Popen] = {}
@@ -54,23 +57,44 @@ class LocalExecutor(Executor):
             child = self._children.get(pid)
             if child is not None and child.poll() is not None:
                 self._children.pop(pid)  # reaped: our own child has exited
-            state = _proc_state(pid, Path(job_dir).resolve())
+            job_dir = Path(job_dir).resolve()
+            state = _proc_state(pid, job_dir)
+            if not job_dir.is_dir():
+                if state == "alive":
+                    self._kill(pid)
+                out[ext] = JobStatus("FAILED", deleted_reason(job_dir))
+                continue
+            elapsed, gpus = usage_from_events(job_dir, running=state == "alive")
             if state == "alive":
-                out[ext] = JobStatus("RUNNING")
+                out[ext] = JobStatus("RUNNING", None, elapsed, gpus)
                 continue
             res = read_result(job_dir)
-            if res is None and (Path(job_dir) / CANCELLED).exists():
-                out[ext] = JobStatus("CANCELLED", "cancelled by the curator")
+            if res is None and (job_dir / CANCELLED).exists():
+                out[ext] = JobStatus("CANCELLED", "cancelled by the curator", elapsed, gpus)
             elif res is None:
-                out[ext] = JobStatus("FAILED", "process ended without a result; see stderr.log")
+                out[ext] = JobStatus("FAILED", "process ended without a result; see stderr.log", elapsed, gpus)
             elif res.get("status") == "completed":
-                out[ext] = JobStatus("COMPLETED")
+                out[ext] = JobStatus("COMPLETED", None, elapsed, gpus)
             else:
-                out[ext] = JobStatus("FAILED", res.get("error", "failed"))
+                out[ext] = JobStatus("FAILED", res.get("error", "failed"), elapsed, gpus)
         return out
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, external_id: str, job_dir: Path, lines: int = 20) -> str:
+        return read_tail(job_dir, lines)
+
+    def results(self, external_id: str, job_dir: Path) -> Path:
+        return Path(job_dir)
 
     def cancel(self, external_id: str, job_dir: Path) -> None:
         pid = int(external_id)
         if _proc_state(pid, Path(job_dir).resolve()) == "alive":
-            (Path(job_dir) / CANCELLED).touch()
-            os.killpg(pid, signal.SIGTERM)
+            if Path(job_dir).is_dir():
+                (Path(job_dir) / CANCELLED).touch()
+            self._kill(pid)

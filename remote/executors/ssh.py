@@ -34,16 +34,16 @@ from pathlib import Path
 
 import paramiko
 
-from remote.executors.base import Executor, JobStatus
-from remote.executors.slurm import Shell, SlurmExecutor
+from remote.executors.base import Executor, JobStatus, deleted_reason, read_tail, usage_from_events
+from remote.executors.slurm import Shell, SlurmExecutor, explain_probe, probe_line
 from remote.profiles import ClusterProfile
-from remote.sbatch import SCRIPT
+from remote.sbatch import ARRAY_SCRIPT, FINAL_SCRIPT, SCRIPT
 from sessions.errors import FibError
-from sessions.jobfiles import EVENTS, SPEC, STDERR, STDOUT, read_result, tail
+from sessions.jobfiles import EVENTS, SPEC, STDERR, STDOUT, read_json, read_result, tail
 
 CANCELLED = "cancelled"          # marker file: the curator cancelled this job
 APPEND_ONLY = {EVENTS, STDOUT, STDERR}
-NOT_DOWN = {SPEC, SCRIPT}        # the local copies are the source of these
+NOT_DOWN = {SPEC, SCRIPT, ARRAY_SCRIPT, FINAL_SCRIPT}  # the local copies are the source of these
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -151,6 +151,16 @@ class SSHConnection:
         c.get_transport().set_keepalive(self.keepalive_s)
         return c
 
+    def alive(self) -> bool:
+        with self._lock:
+            t = self._client.get_transport() if self._client else None
+            return t is not None and t.is_active()
+
+    def keepalive_interval(self) -> int:
+        """The keepalive interval set on the live transport (0: none), read back from paramiko."""
+        t = self.client().get_transport()
+        return int(getattr(t.packetizer, "_Packetizer__keepalive_interval", 0))
+
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
             client = self.client()
@@ -158,25 +168,55 @@ class SSHConnection:
                 self._sftp = client.open_sftp()
             return self._sftp
 
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel; a connection that died under us (dropped, server restarted) is reopened once.
+
+        Only the opening is retried: a command that may have started is never run twice."""
+        for attempt in (0, 1):
+            with self._lock:
+                client = self.client()
+            try:
+                return client.get_transport().open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError, AttributeError) as e:
+                self.close()
+                if attempt:
+                    raise ConnectionLost(f"ssh {self.alias}: the connection dropped and could not be reopened "
+                                         f"({e or type(e).__name__})") from None
+        raise AssertionError("unreachable")
+
     def run(self, script: str, timeout: float = 120) -> tuple[int, str, str]:
         """Run a POSIX sh script remotely; (exit code, stdout, stderr)."""
-        with self._lock:
-            client = self.client()
+        chan = self._open_channel()
         try:
-            _, out, err = client.exec_command("/bin/sh -c " + shlex.quote(script), timeout=timeout)
+            chan.settimeout(timeout)
+            chan.exec_command("/bin/sh -c " + shlex.quote(script))
+            out, err = chan.makefile("rb", -1), chan.makefile_stderr("rb", -1)
             o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-            return out.channel.recv_exit_status(), o, e
-        except (socket.timeout, paramiko.SSHException, OSError) as e:
-            raise FibError(f"ssh {self.alias}: remote command failed to complete ({e})") from None
+            return chan.recv_exit_status(), o, e
+        except (socket.timeout, paramiko.SSHException, EOFError, OSError) as e:
+            dead = not self.alive()
+            if dead:
+                self.close()
+            raise (ConnectionLost if dead else FibError)(
+                f"ssh {self.alias}: remote command failed to complete ({e or type(e).__name__})") from None
+        finally:
+            chan.close()
 
     def close(self) -> None:
         with self._lock:
             if self._sftp is not None:
-                self._sftp.close()
+                try:
+                    self._sftp.close()
+                except Exception:  # noqa: BLE001 - closing a dead channel
+                    pass
                 self._sftp = None
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class ConnectionLost(FibError):
+    """The SSH connection died while a command ran (the next call reconnects)."""
 
 
 class RemoteShell(Shell):
@@ -203,6 +243,7 @@ class RemoteShell(Shell):
 class SSHExecutor(Executor):
     name = "ssh"
     cancel_wait_s = 15.0  # how long `cancel` waits for the job to stop before its last pull
+    events_local = False  # events arrive with each status call (a pull)
 
     def __init__(self, host_alias: str | None = None, *, profile: ClusterProfile | None = None,
                  ssh_config: str | os.PathLike | None = None, known_hosts=None,
@@ -223,6 +264,8 @@ class SSHExecutor(Executor):
         if profile is not None and host_alias is None:
             self.name = f"ssh:{profile.name}"  # stored with each job: a fresh process can rebuild this executor
         self._workdir: str | None = None
+        self._env_ok = False
+        self.max_poll_s = 30.0 if self.scheduler == "slurm" else 10.0
         self._slurm = SlurmExecutor(ClusterProfile(**{**_fields(self.profile), "python": self.python}),
                                     shell=RemoteShell(self.conn, self.remote_setup))
 
@@ -269,24 +312,29 @@ class SSHExecutor(Executor):
                 sftp.put(str(local), remote)
         return rdir
 
-    def pull(self, job_dir: Path) -> None:
-        """Copy what the job wrote back: new bytes of append-only files, changed files whole."""
+    def pull(self, job_dir: Path, only: str | None = None) -> bool:
+        """Copy what the job wrote back: new bytes of append-only files, changed files whole.
+
+        `only`: just that top-level file (log tails). False when the remote job directory is gone."""
         job_dir = Path(job_dir).resolve()
         sftp, rdir = self.conn.sftp(), self.remote_dir(job_dir)
-        self._pull_dir(sftp, rdir, job_dir, top=True)
+        return self._pull_dir(sftp, rdir, job_dir, top=True, only=only)
 
-    def _pull_dir(self, sftp, rdir: str, ldir: Path, top: bool = False) -> None:
+    def _pull_dir(self, sftp, rdir: str, ldir: Path, top: bool = False, only: str | None = None) -> bool:
         try:
             entries = sftp.listdir_attr(rdir)
         except FileNotFoundError:
-            return
+            return False
         ldir.mkdir(parents=True, exist_ok=True)
         # result.json last: whoever sees it must already have every event before it
         entries.sort(key=lambda a: a.filename == "result.json")
         for a in entries:
             name, remote, local = a.filename, posixpath.join(rdir, a.filename), ldir / a.filename
             if stat.S_ISDIR(a.st_mode):
-                self._pull_dir(sftp, remote, local)
+                if only is None or (only == STDERR and top and name == "tasks"):
+                    self._pull_dir(sftp, remote, local, only=only)
+                continue
+            if only is not None and name != only:
                 continue
             if (top and name in NOT_DOWN) or name.endswith(".tmp") or not stat.S_ISREG(a.st_mode):
                 continue
@@ -297,7 +345,7 @@ class SSHExecutor(Executor):
                 size, mtime = -1, None
             if size == a.st_size and mtime == a.st_mtime:
                 continue
-            if top and name in APPEND_ONLY and 0 <= size < a.st_size:
+            if name in APPEND_ONLY and 0 <= size < a.st_size:
                 with sftp.open(remote, "rb") as fh, open(local, "ab") as out:
                     fh.seek(size)
                     out.write(fh.read(a.st_size - size))
@@ -306,6 +354,31 @@ class SSHExecutor(Executor):
                 sftp.get(remote, str(tmp))
                 os.replace(tmp, local)
             os.utime(local, (a.st_atime, a.st_mtime))
+        return True
+
+    def _retry(self, fn):
+        """Run an idempotent operation; if the connection died under it, reconnect and run it once more."""
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError):
+            raise
+        except (ConnectionLost, EOFError, OSError, paramiko.SSHException) as e:
+            if isinstance(e, FibError) and not isinstance(e, ConnectionLost):
+                raise
+            if self.conn.alive() and not isinstance(e, ConnectionLost):
+                raise
+            self.conn.close()
+            return fn()
+
+    # -- environment
+    def preflight(self) -> None:
+        """Connect (unreachable host, host key: one line each) and check the remote python has fibtui."""
+        if self._env_ok:
+            return
+        script = "\n".join([*self.remote_setup, *self.profile.setup, probe_line(self.python)])
+        rc, out, err = self.conn.run(script, timeout=60)
+        explain_probe(rc, out + err, self.python, f"ssh {self.conn.alias}", self.profile.name)
+        self._env_ok = True
 
     # -- direct runs
     def _start(self, rdir: str) -> str:
@@ -343,72 +416,152 @@ class SSHExecutor(Executor):
             raise FibError(f"ssh {self.conn.alias}: could not ask for job states ({err.strip()[:200]})")
         return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
 
+    def _kill(self, jobs: list[tuple[str, str]], mark: bool) -> None:
+        """SIGTERM to the process groups of many (pid, remote dir) in one command; `mark`: write the cancel marker."""
+        q = shlex.quote
+        lines = []
+        for pid, rdir in jobs:
+            if not str(pid).isdigit():
+                raise FibError(f"ssh job id {pid!r} is not a process id")
+            if mark:
+                lines.append(f"[ -d {q(rdir)} ] && : > {q(rdir + '/' + CANCELLED)}")
+            lines += [
+                f'if [ -r /proc/{pid}/cmdline ] && tr "\\000" "\\n" < /proc/{pid}/cmdline | grep -qxF -- {q(rdir)}; then',
+                f"  kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null",
+                "fi",
+            ]
+        lines.append("exit 0")
+        rc, _, err = self.conn.run("\n".join(lines))
+        if rc != 0:
+            raise FibError(f"ssh {self.conn.alias}: could not stop process(es) "
+                           f"{', '.join(p for p, _ in jobs)} ({err.strip()[:200]})")
+
     # -- the Executor contract
     def submit(self, job_dir: Path) -> str:
         job_dir = Path(job_dir).resolve()
+        self.preflight()
         if self.scheduler == "slurm":
             rdir = self.remote_dir(job_dir)
+            spec = read_json(job_dir / SPEC)
+            tasks, _ = self._slurm.array_tasks(spec)
+            if tasks > 1:
+                return self._submit_array(job_dir, rdir, tasks)
             text = self._slurm.script(job_dir, rdir)
             (job_dir / SCRIPT).write_text(text)
             self.push(job_dir)
             return self._slurm.sbatch(posixpath.join(rdir, SCRIPT), rdir, job_dir.name)
         return self._start(self.push(job_dir))
 
+    def _submit_array(self, job_dir: Path, rdir: str, tasks: int) -> str:
+        """Push, create the output store and task dirs on the remote side, then the array + final step."""
+        import json
+
+        self.push(job_dir)
+        q = shlex.quote
+        script = "\n".join([*self.remote_setup, f"cd {q(rdir)} || exit 4", *self.profile.setup,
+                            f"{q(self.python)} -m remote.predict_array {q(rdir)} {int(tasks)}"])
+        rc, out, err = self.conn.run(script, timeout=300)
+        lines = out.strip().splitlines()
+        if rc != 0 or not lines:
+            raise FibError(f"ssh {self.conn.alias}: could not prepare the prediction array in {rdir} "
+                           f"({(err or out).strip().splitlines()[-1][:200] if (err or out).strip() else f'exit {rc}'})")
+        info = json.loads(lines[-1])
+        self._slurm.write_array_scripts(job_dir, rdir, int(info["tasks"]))
+        sftp = self.conn.sftp()
+        for name in (ARRAY_SCRIPT, FINAL_SCRIPT):
+            sftp.put(str(job_dir / name), posixpath.join(rdir, name))
+        self.pull(job_dir)  # array.json and tasks/ back here
+        return self._slurm.sbatch_array(rdir, job_dir.name)
+
     def status(self, jobs: list[tuple[str, Path]]) -> dict[str, JobStatus]:
         jobs = [(str(e), Path(d).resolve()) for e, d in jobs]
         if not jobs:
             return {}
+        return self._retry(lambda: self._status(jobs))
+
+    def _status(self, jobs: list[tuple[str, Path]]) -> dict[str, JobStatus]:
+        gone_here = [(e, d) for e, d in jobs if not d.is_dir()]   # deleted locally: never recreate it
+        live = [(e, d) for e, d in jobs if d.is_dir()]
+        out: dict[str, JobStatus] = {}
         if self.scheduler == "slurm":
-            states = self._slurm.query([e for e, _ in jobs])  # before pulling: a job ending now is seen next time
-            for _, d in jobs:
-                self.pull(d)
-            return self._slurm.settle(states, jobs)
+            rows = self._slurm.query([e for e, _ in jobs])  # before pulling: a job ending now is seen next time
+            gone_there = {e for e, d in live if not self.pull(d)}
+            out.update(self._slurm.settle(rows, live))
+            out.update(self._slurm.settle(rows, gone_here))  # cancels them, FAILED "deleted"
+            for e, d in live:
+                if e in gone_there and read_result(d) is None:
+                    if out[e].state in ("PENDING", "RUNNING"):
+                        self._slurm.scancel(e)
+                    out[e] = JobStatus("FAILED", deleted_reason(self.remote_dir(d), f"{self.conn.alias}:"))
+            return out
         alive = self._probe([(e, self.remote_dir(d)) for e, d in jobs])
-        out = {}
-        for ext, d in jobs:
-            self.pull(d)
-            if alive.get(ext) == "alive":
-                out[ext] = JobStatus("RUNNING")
-                continue
+        stop = [(e, self.remote_dir(d)) for e, d in gone_here if alive.get(e) == "alive"]
+        for e, d in gone_here:
+            out[e] = JobStatus("FAILED", deleted_reason(d))
+        for ext, d in live:
+            present = self.pull(d)
+            running = alive.get(ext) == "alive"
+            elapsed, gpus = usage_from_events(d, running=running)
             res = read_result(d)
-            if res is not None and res.get("status") == "completed":
-                out[ext] = JobStatus("COMPLETED")
+            if not present and res is None:
+                if running:
+                    stop.append((ext, self.remote_dir(d)))
+                out[ext] = JobStatus("FAILED", deleted_reason(self.remote_dir(d), f"{self.conn.alias}:"), elapsed, gpus)
+            elif running:
+                out[ext] = JobStatus("RUNNING", None, elapsed, gpus)
+            elif res is not None and res.get("status") == "completed":
+                out[ext] = JobStatus("COMPLETED", None, elapsed, gpus)
             elif res is not None:
-                out[ext] = JobStatus("FAILED", res.get("error", "failed"))
+                out[ext] = JobStatus("FAILED", res.get("error", "failed"), elapsed, gpus)
             elif (d / CANCELLED).exists():
-                out[ext] = JobStatus("CANCELLED", "cancelled by the curator")
+                out[ext] = JobStatus("CANCELLED", "cancelled by the curator", elapsed, gpus)
             else:
                 last = [ln for ln in tail(d / STDERR, 5).splitlines() if ln.strip()]
                 out[ext] = JobStatus("FAILED", "the remote process ended without a result; "
-                                     + (f"stderr: {last[-1].strip()[:300]}" if last else "see stderr.log"))
+                                     + (f"stderr: {last[-1].strip()[:300]}" if last else "see stderr.log"),
+                                     elapsed, gpus)
+        if stop:
+            self._kill(stop, mark=False)
         return out
 
     def cancel(self, external_id: str, job_dir: Path) -> None:
-        job_dir = Path(job_dir).resolve()
-        if self.scheduler == "slurm":
-            self._slurm.scancel(str(external_id))
+        self.cancel_many([(external_id, job_dir)])
+
+    def cancel_many(self, jobs: list[tuple[str, Path]]) -> None:
+        jobs = [(str(e), Path(d).resolve()) for e, d in jobs]
+        if not jobs:
             return
-        rdir, q = self.remote_dir(job_dir), shlex.quote
-        pid = str(external_id)
-        if not pid.isdigit():
-            raise FibError(f"ssh job id {pid!r} is not a process id")
-        (job_dir / CANCELLED).touch()
-        script = "\n".join([
-            f": > {q(rdir + '/' + CANCELLED)}",
-            f'if [ -r /proc/{pid}/cmdline ] && tr "\\000" "\\n" < /proc/{pid}/cmdline | grep -qxF -- {q(rdir)}; then',
-            f"  kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null",
-            "fi",
-            "exit 0",
-        ])
-        rc, _, err = self.conn.run(script)
-        if rc != 0:
-            raise FibError(f"ssh {self.conn.alias}: could not cancel process {pid} ({err.strip()[:200]})")
+        if self.scheduler == "slurm":
+            self._slurm.scancel(*[e for e, _ in jobs])  # one scancel, over one connection
+            return
+        pairs = [(e, self.remote_dir(d)) for e, d in jobs]
+        for _, d in jobs:
+            if d.is_dir():
+                (d / CANCELLED).touch()
+        self._kill(pairs, mark=True)
         # training writes a checkpoint on SIGTERM: give it a moment, then bring the last events home
         # (the session stops polling a cancelled job, so this is the last pull)
         deadline = time.monotonic() + self.cancel_wait_s
-        while time.monotonic() < deadline and self._probe([(pid, rdir)]).get(pid) == "alive":
+        while time.monotonic() < deadline and "alive" in self._probe(pairs).values():
             time.sleep(0.3)
-        self.pull(job_dir)
+        for _, d in jobs:
+            if d.is_dir():
+                self.pull(d)
+
+    def log_tail(self, external_id: str, job_dir: Path, lines: int = 20) -> str:
+        job_dir = Path(job_dir).resolve()
+        if job_dir.is_dir():
+            self._retry(lambda: self.pull(job_dir, only=STDERR))
+        return read_tail(job_dir, lines)
+
+    def results(self, external_id: str, job_dir: Path) -> Path:
+        job_dir = Path(job_dir).resolve()
+        if not job_dir.is_dir():
+            raise FibError(f"job directory {job_dir} was deleted; nothing to sync back into")
+        if not self._retry(lambda: self.pull(job_dir)):
+            raise FibError(f"ssh {self.conn.alias}: remote job directory {self.remote_dir(job_dir)} is gone; "
+                           f"only what was synced before is in {job_dir}")
+        return job_dir
 
     def close(self) -> None:
         self.conn.close()
@@ -420,4 +573,4 @@ def _fields(p: ClusterProfile) -> dict:
     return asdict(p)
 
 
-__all__ = ["SSHExecutor", "SSHConnection", "RemoteShell", "CANCELLED"]
+__all__ = ["SSHExecutor", "SSHConnection", "RemoteShell", "ConnectionLost", "CANCELLED"]

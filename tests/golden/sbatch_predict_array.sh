@@ -1,0 +1,25 @@
+#!/bin/bash
+#SBATCH --job-name=fibtui-r2-predict-1
+#SBATCH --array=0-7%4
+#SBATCH --chdir=/groups/cellmap/s1/jobs/r2-predict-1
+#SBATCH --output=/groups/cellmap/s1/jobs/r2-predict-1/tasks/%a/stdout.log
+#SBATCH --error=/groups/cellmap/s1/jobs/r2-predict-1/tasks/%a/stderr.log
+#SBATCH --open-mode=append
+#SBATCH --partition=gpu_a100
+#SBATCH --account=cellmap
+#SBATCH --time=04:00:00
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=64G
+#SBATCH --gres=gpu:1
+#SBATCH --requeue
+# written by fibtui (remote/sbatch.py): job r2-predict-1, prediction array of 8 tasks, profile janelia-gpu
+
+# profile setup
+module load cuda/12.1
+
+job=/groups/cellmap/s1/jobs/r2-predict-1
+export PYTHONUNBUFFERED=1
+cd "$job"
+exec python -m remote.run "$job" --task "$SLURM_ARRAY_TASK_ID"
