@@ -13,6 +13,7 @@ import json
 from sessions import jobs, volumes
 from sessions.errors import FibError
 from sessions.geometry import unfmt
+from sessions.provenance import code_version
 from sessions.timeutil import now
 from sessions.workspace import Session
 
@@ -89,7 +90,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
         "patch": list(patch or default_patch(vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
         "model": {"base": int(base), "levels": int(levels)}, "init_checkpoint": init, "threads": int(threads),
-        "checkpoint_every": int(checkpoint_every), "device": "auto",
+        "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
     }
 
 
@@ -106,7 +107,7 @@ def predict_spec(session: Session, rnd: dict, *, block=None, threads: int = 0) -
     res = jobs.result(session, train)
     spec = json.loads((jobs.job_dir(session, train) / "spec.json").read_text())
     out = {"volume": spec["volume"], "checkpoint": str(jobs.job_dir(session, train) / res["checkpoint"]),
-           "train_job": train["id"], "threads": int(threads), "device": "auto"}
+           "train_job": train["id"], "threads": int(threads), "device": "auto", "code": code_version()}
     if block:
         out["block"] = list(block)
     return out
@@ -132,4 +133,5 @@ def eval_spec(session: Session, rnd: dict, *, threshold: float = 0.5) -> dict:
         "target_name": train_spec_["target_name"], "threshold": threshold,
         "regions": [{"id": r["id"], "offset": list(unfmt(r["offset"])), "shape": list(unfmt(r["shape"])),
                      "labels_path": str(session.path(r["labels_path"]))} for r in regions],
+        "code": code_version(),
     }

@@ -68,6 +68,8 @@ def test_full_round_learns_and_is_recorded(labelled):
     job_dir = s / "jobs" / "r1-train-1"
     spec = json.loads((job_dir / "spec.json").read_text())
     assert spec["target_name"] == "blob" and spec["crops"][0]["id"] == 1
+    from fibtui import __version__
+    assert spec["code"]["fibtui"] == __version__ and spec["code"]["torch"]  # which code made this model
     assert (job_dir / "model.pt").exists() and (job_dir / "events.jsonl").exists()
     import sqlite3
     con = sqlite3.connect(s / "session.sqlite")
