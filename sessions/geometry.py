@@ -52,13 +52,6 @@ class Box:
     def overlaps(self, other: "Box") -> bool:
         return all(a0 < b1 and b0 < a1 for a0, a1, b0, b1 in zip(self.offset, self.stop, other.offset, other.stop))
 
-    def intersect(self, other: "Box") -> "Box | None":
-        lo = tuple(max(a, b) for a, b in zip(self.offset, other.offset))
-        hi = tuple(min(a, b) for a, b in zip(self.stop, other.stop))
-        if any(h <= l for l, h in zip(lo, hi)):
-            return None
-        return Box(lo, tuple(h - l for l, h in zip(lo, hi)))
-
     def __str__(self) -> str:
         return "[" + ", ".join(f"{o}:{e}" for o, e in zip(self.offset, self.stop)) + "]"
 
