@@ -362,6 +362,25 @@ def round_eval(session_dir, round_n, executor, detach, as_json, threshold) -> No
         _print_status(s)
 
 
+@round_.command("cancel")
+@session_option
+@click.option("--round", "round_n", type=int, help="Round (default: the latest).")
+@json_option
+def round_cancel(session_dir, round_n, as_json) -> None:
+    """Cancel every running job of a round (one scancel for all its Slurm jobs)."""
+    from remote.dispatch import Dispatcher
+    from sessions import rounds
+
+    s = _open(session_dir)
+    rnd = rounds.get(s, round_n)
+    done = Dispatcher(s).cancel_round(rnd["n"])
+    if as_json:
+        emit_json(done)
+    else:
+        console.print(f"round {rnd['n']}: " + (", ".join(f"{j['id']} {j['state']}" for j in done)
+                                                or "no running jobs"))
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--session", "session_dir", envvar="FIBTUI_SESSION", type=click.Path(path_type=Path), help=SESSION_HELP)
 @json_option
@@ -403,12 +422,10 @@ def jobs_cancel(session_dir, job_id, as_json) -> None:
 @click.argument("job_id")
 @click.option("--lines", default=40, show_default=True, type=int)
 def jobs_log(session_dir, job_id, lines) -> None:
-    """Show the end of a job's stderr log."""
-    from sessions import jobs as jobrows
-    from sessions.jobfiles import STDERR, tail
+    """Show the end of a job's stderr log (fetched from the cluster or remote host where it runs)."""
+    from remote.dispatch import Dispatcher
 
-    s = _open(session_dir)
-    console.print(tail(jobrows.job_dir(s, jobrows.get(s, job_id)) / STDERR, lines) or "(empty)", markup=False,
+    console.print(Dispatcher(_open(session_dir)).log_tail(job_id, lines) or "(empty)", markup=False,
                   highlight=False)
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from remote.model import UNet3D, normalize, pick_device
-from remote.predict_array import (ARRAY, LEDGER, OUTPUT, TASKS, array_info, block_key, block_shape,  # noqa: F401
-                                  plan_blocks, round_up, task_dir, task_slice)
+from remote.predict_array import OUTPUT, block_key, block_shape, plan_blocks, round_up, task_dir, task_slice
 from remote.sampling import read_padded
 from remote.train import load_model
 from sessions import omezarr
 from sessions.geometry import Box
 from sessions.jobfiles import append_event
+from sessions.jobs import ARRAY, LEDGER, array_info
 
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from sessions import omezarr
 from sessions.geometry import Box
 from sessions.jobfiles import SPEC, atomic_write_json, read_json
-from sessions.jobs import ARRAY, LEDGER, TASKS, array_info, blocks_done  # noqa: F401  (shared with the session)
+from sessions.jobs import ARRAY, TASKS
 
 OUTPUT = "prediction.ome.zarr"
 DEFAULT_BLOCK = (32, 256, 256)

@@ -436,3 +436,40 @@ def test_remote_job_directory_deleted_under_a_running_job(ssh_infra, shared_tmp)
         assert ex._probe([(ext, rdir)]).get(ext) != "alive"
     finally:
         ex.close()
+
+
+@pytest.mark.ssh
+@pytest.mark.slurm
+def test_prediction_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
+    """The same array through SSH: store and task dirs prepared on the far side, sbatch there, the
+    directory pulled back; the result equals the local single-process prediction."""
+    from remote import predict
+    from remote.executors.ssh import SSHExecutor
+    from sessions import omezarr
+
+    remote = shared_tmp / "remote"
+    remote.mkdir(mode=0o1777)
+    remote.chmod(0o1777)
+    s, spec = _predict_session(shared_tmp, shape=(32, 256, 128))
+    i = ssh_infra
+    ex = SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts, remote_workdir=str(remote),
+                     python=i.ssh_python or None, scheduler="slurm",
+                     remote_setup=(f"export SLURM_CONF={i.slurm_conf}",),
+                     profile=ClusterProfile(name="ssharr", array_tasks=2, ssh_host=i.ssh_host, **SLURM_CI))
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    try:
+        job = d.submit(1, "predict", spec, ex.name)
+        done = d.wait(job["id"], poll_s=0.5, max_poll_s=2)
+        assert done["state"] == "COMPLETED", (done, d.log_tail(job["id"], 30))
+        jd = Path(d.results(job["id"]))
+        assert json.loads((jd / "result.json").read_text())["tasks"] == 2
+        local = shared_tmp / "local"
+        local.mkdir()
+        predict.run({**spec, "kind": "predict"}, local)
+        a, b = omezarr.open_multiscale(jd / "prediction.ome.zarr"), omezarr.open_multiscale(local / "prediction.ome.zarr")
+        for la, lb in zip(a.levels, b.levels, strict=True):
+            np.testing.assert_array_equal(la[...], lb[...])
+    finally:
+        d.close()
+        s.close()

@@ -131,7 +131,7 @@ def test_detach_then_cancel(labelled):
     assert out["state"] == "PENDING"
     pid = int(out["external_id"])
     assert _pid_alive(pid)
-    proc = run_cli("cancel", "--session", s, out["id"], check=True)
+    proc = run_cli("jobs", "cancel", "--session", s, out["id"], check=True)
     assert "CANCELLED" in proc.stdout
     for _ in range(50):
         if not _pid_alive(pid):
@@ -139,7 +139,7 @@ def test_detach_then_cancel(labelled):
         time.sleep(0.2)
     assert not _pid_alive(pid)
     assert wait_state(s, out["id"])["state"] == "CANCELLED"
-    again = run_cli("cancel", "--session", s, out["id"])
+    again = run_cli("jobs", "cancel", "--session", s, out["id"])
     assert again.returncode == 2 and "already CANCELLED" in again.stderr
 
 

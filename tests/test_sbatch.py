@@ -232,3 +232,24 @@ def test_parse_gpus(tres, gpus):
     from remote.executors.slurm import parse_gpus
 
     assert parse_gpus(tres) == gpus
+
+
+@pytest.mark.parametrize("per_node,per_job,nodes,gpus", [("gres:gpu:1", "N/A", "1", 1), ("gres:gpu:a100:2", "N/A", "2", 4),
+                                                         ("N/A", "gres:gpu:2", "1", 2), ("N/A", "N/A", "1", 0),
+                                                         ("gres/gpu=3", "", "1", 3), ("gres:gpu", "N/A", "1", 1)])
+def test_parse_gpu_request(per_node, per_job, nodes, gpus):
+    from remote.executors.slurm import parse_gpu_request
+
+    assert parse_gpu_request(per_node, per_job, nodes) == gpus
+
+
+def test_squeue_rows_key_array_tasks():
+    from remote.executors.slurm import SlurmExecutor
+
+    text = ("67 |67 |N/A |PENDING |Resources |0:00 |1 |N/A |gres:gpu:2 |cpu=1,mem=100M,node=1 |\n"
+            "68 |68 |1 |PENDING |JobArrayTaskLimit |0:00 |1 |N/A |N/A |cpu=1 |\n"
+            "70 |68 |0 |RUNNING |None |1:02 |1 |gres:gpu:1 |N/A |cpu=1,gres/gpu=1 |\n")
+    rows = SlurmExecutor._rows(text)
+    assert set(rows) == {"67", "68_1", "68_0"}
+    assert rows["67"].gpus == 2 and rows["68_0"].gpus == 1 and rows["68_0"].elapsed_s == 62.0
+    assert tuple(rows["68_1"]) == ("PENDING", "JobArrayTaskLimit")

@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.executors.base import Executor, JobStatus, deleted_reason, read_tail
-from remote.predict_array import array_info, task_dir
+from remote.predict_array import task_dir
+from sessions.jobs import array_info
 from remote.profiles import ClusterProfile
 from remote.sbatch import ARRAY_SCRIPT, FINAL_SCRIPT, SCRIPT, sbatch_array_scripts, sbatch_script
 from sessions.errors import FibError
 from sessions.jobfiles import SPEC, STDERR, read_json, read_result, tail
 
-SQUEUE_FORMAT = "JobID:64|,State:32|,Reason:160|,TimeUsed:24|,tres-alloc:400|"
+# squeue --Format fields (width + "|" suffix; values are stripped). JobID alone is the raw id of an
+# array task (or the array's id while its tasks are still pending together): key tasks by
+# ArrayJobID_ArrayTaskID instead.
+SQUEUE_FORMAT = ("JobID:24|,ArrayJobID:24|,ArrayTaskID:16|,State:24|,Reason:160|,TimeUsed:20|,NumNodes:8|,"
+                 "tres-per-node:120|,tres-per-job:120|,tres-alloc:400|")
 
 ACTIVE_STATES = {
     "PENDING": "PENDING", "REQUEUED": "PENDING", "REQUEUE_HOLD": "PENDING", "REQUEUE_FED": "PENDING",
@@ -145,6 +150,29 @@ def parse_gpus(tres: str | None) -> int | None:
     return total if total is not None else typed
 
 
+def parse_gpu_request(per_node: str | None, per_job: str | None, nodes: str | None) -> int:
+    """GPUs asked for: `--gres` (tres-per-node, `gres:gpu:1` / `gres:gpu:a100:2`) × nodes + `--gpus`
+    (tres-per-job). Used when tres-alloc has no gres/gpu (AccountingStorageTRES without gres/gpu)."""
+    def count(text: str | None) -> int:
+        n = 0
+        for item in (text or "").split(","):
+            item = item.strip()
+            if "=" in item:  # newer spelling: gres/gpu=2, gres/gpu:a100=2
+                k, _, v = item.partition("=")
+                if k.split(":")[0] in ("gres/gpu", "gpu") and v.isdigit():
+                    n += int(v)
+                continue
+            parts = item.split(":")
+            if parts and parts[0] == "gres":
+                parts = parts[1:]
+            if parts and parts[0] in ("gpu", "gres/gpu"):
+                n += int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+        return n
+
+    k = int(nodes) if (nodes or "").strip().isdigit() else 1
+    return count(per_node) * k + count(per_job)
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of squeue/sacct: a job, or one task of an array."""
@@ -258,8 +286,12 @@ class SlurmExecutor(Executor):
         out = {}
         for line in text.splitlines():
             parts = [p.strip() for p in line.split("|")]
-            if len(parts) >= 5 and parts[0]:
-                out[parts[0]] = Row(parts[1], parts[2], parse_elapsed(parts[3]), parse_gpus(parts[4]))
+            if len(parts) < 10 or not parts[0]:
+                continue
+            job, arr, task, state, reason, used, nodes, per_node, per_job, alloc = parts[:10]
+            key = f"{arr}_{task}" if task.isdigit() and arr.isdigit() else job
+            gpus = parse_gpus(alloc) or parse_gpu_request(per_node, per_job, nodes)
+            out[key] = Row(state, reason, parse_elapsed(used), gpus)
         return out
 
     def _sacct(self, ids: list[str]) -> dict[str, Row]:
@@ -456,5 +488,5 @@ def explain_probe(rc: int, out: str, python: str, where: str, profile: str) -> N
                    f"`python`/`setup` in [profiles.{profile}] at one that has it")
 
 
-__all__ = ["SlurmExecutor", "Shell", "map_state", "parse_elapsed", "parse_gpus", "Row", "ids_of",
+__all__ = ["SlurmExecutor", "Shell", "map_state", "parse_elapsed", "parse_gpus", "parse_gpu_request", "Row", "ids_of",
            "probe_line", "explain_probe"]
