@@ -50,9 +50,11 @@ class Backoff:
 
 
 class Dispatcher:
-    def __init__(self, session: Session, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, session: Session, *, sleep: Callable[[float], None] = time.sleep,
+                 executors: dict[str, Executor] | None = None):
+        """`executors`: a cache to share across Dispatchers (the TUI keeps its SSH connections open)."""
         self.session = session
-        self._executors: dict[str, Executor] = {}
+        self._executors: dict[str, Executor] = {} if executors is None else executors
         self._sleep = sleep
         self.errors: dict[str, str] = {}  # executor name → why its last status query failed
 

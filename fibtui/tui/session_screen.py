@@ -8,6 +8,7 @@ scheduler or file system never freezes the keyboard.
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from fibtui.tui import snapshot
 from fibtui.tui.messages import ActionDone, LogTail, RefreshFailed, SnapshotReady
 from fibtui.tui.modals import ConfirmScreen, Field, FormScreen
 from fibtui.tui.snapshot import Snapshot
-from remote.dispatch import Dispatcher
+from remote.dispatch import Backoff, Dispatcher
 from sessions import journal
 from sessions.workspace import open_session
 
@@ -149,6 +150,11 @@ class SessionScreen(Screen):
         self.refresh_s = refresh_s
         self.snap: Snapshot | None = None
         self.selected_job: str | None = None
+        self._executors: dict = {}  # kept across refreshes: one SSH connection, not one per tick
+        # Gentle polling: while no job changes, ask the schedulers less and less often (up to 30 s).
+        self._backoff = Backoff(initial=refresh_s, cap=max(30.0, refresh_s))
+        self._next_poll = 0.0
+        self._last_seen: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -187,15 +193,24 @@ class SessionScreen(Screen):
             self.action_refresh()
 
     def action_refresh(self) -> None:
+        self._backoff.reset()
+        self._next_poll = 0.0
         self.load_snapshot(self.selected_job)
 
     @work(thread=True, exclusive=True, group="refresh")
     def load_snapshot(self, selected_job: str | None) -> None:
+        poll = time.monotonic() >= self._next_poll
         try:
-            snap = snapshot.refresh(self.root, selected_job)
+            snap = snapshot.refresh(self.root, selected_job, self._executors, poll=poll)
         except Exception as e:
             self.post_message(RefreshFailed(f"{type(e).__name__}: {e}"))
             return
+        if poll:
+            seen = tuple((j["id"], j["state"], j["progress"]) for j in snap.jobs if snapshot.is_active(j))
+            if seen != self._last_seen:
+                self._backoff.reset()
+            self._last_seen = seen
+            self._next_poll = time.monotonic() + self._backoff.next()
         if not get_current_worker().is_cancelled:
             self.post_message(SnapshotReady(snap))
 

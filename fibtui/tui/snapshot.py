@@ -34,13 +34,21 @@ class Snapshot:
     warning: str | None = None         # e.g. the executor could not be queried; tables may be stale
 
 
-def refresh(root: Path, selected_job: str | None) -> Snapshot:
-    """Poll the executors, ingest job events, then read everything the screen shows."""
+def refresh(root: Path, selected_job: str | None, executors: dict | None = None, poll: bool = True) -> Snapshot:
+    """Poll the executors (when `poll`), ingest job events, then read everything the screen shows.
+
+    `executors` is the screen's long-lived executor cache, so an SSH connection is opened once,
+    not on every refresh.
+    """
     session = open_session(root)
     try:
         warning = None
         try:
-            Dispatcher(session).refresh()
+            if poll:
+                d = Dispatcher(session, executors=executors)
+                d.refresh()
+                if d.errors:
+                    warning = "; ".join(f"{k}: {v}" for k, v in d.errors.items())
         except Exception as e:  # a scheduler hiccup must not blank the screen
             warning = f"job status not refreshed: {e}"
         return read(session, selected_job, warning)
