@@ -197,3 +197,44 @@ def test_preemption_signals_checkpoint_and_requeues(slurm_infra, tmp_path):
         ex.cancel(ext, d)
         if hog:
             subprocess.run(["scancel", hog])
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scontrol_requeue_checkpoints_and_resumes(slurm_infra, tmp_path):
+    """An admin's (or Slurm's) `scontrol requeue` sends SIGTERM: training checkpoints and exits; the
+    requeued run resumes from that checkpoint and completes."""
+    from test_executor_contract import Jobs, _session_with_crop, events
+
+    jobs = Jobs(_session_with_crop(tmp_path), tmp_path)
+    d = jobs.make("long")
+    spec = json.loads((d / "spec.json").read_text())
+    spec["iterations"] = 400
+    jobfiles.atomic_write_json(d / "spec.json", spec)
+    ex = SlurmExecutor(ClusterProfile(name="ci", partition="debug", cpus=1, mem="500M", signal_s=60))
+    ext = ex.submit(d)
+    try:
+        t0 = time.monotonic()
+        while not events(d, "progress") and time.monotonic() - t0 < 120:
+            time.sleep(0.3)
+        assert events(d, "progress"), jobfiles.tail(d / "stderr.log")
+        subprocess.run(["scontrol", "requeue", ext], check=True)
+        t0 = time.monotonic()
+        while not events(d, "interrupted") and time.monotonic() - t0 < 60:
+            time.sleep(0.3)
+        assert events(d, "interrupted")[0]["signal"] == "SIGTERM" and (d / "checkpoint.pt").exists()
+        stopped = events(d, "interrupted")[0]["step"]
+        t0 = time.monotonic()
+        while ex.status([(ext, d)])[ext].state != "PENDING" and time.monotonic() - t0 < 60:
+            time.sleep(0.3)
+        subprocess.run(["scontrol", "update", f"JobId={ext}", "StartTime=now+2"], check=True)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 240:
+            st = ex.status([(ext, d)])[ext]
+            if st.state not in ("PENDING", "RUNNING"):
+                break
+            time.sleep(0.5)
+        assert st.state == "COMPLETED", (st, jobfiles.tail(d / "stderr.log"))
+        assert events(d, "resumed")[0]["step"] == stopped
+    finally:
+        ex.cancel(ext, d)

@@ -42,21 +42,26 @@ def refresh(root: Path, selected_job: str | None, executors: dict | None = None,
     """
     session = open_session(root)
     try:
-        warning = None
+        warning, remote_log = None, None
         try:
             if poll:
                 d = Dispatcher(session, executors=executors)
                 d.refresh()
                 if d.errors:
                     warning = "; ".join(f"{k}: {v}" for k, v in d.errors.items())
+                if selected_job:  # a remote job's log lives over there: fetch its tail on the poll
+                    job = jobs.get(session, selected_job)
+                    if job["executor"] != "local" and job["external_id"]:
+                        remote_log = d.log_tail(selected_job, LOG_LINES)
         except Exception as e:  # a scheduler hiccup must not blank the screen
             warning = f"job status not refreshed: {e}"
-        return read(session, selected_job, warning)
+        return read(session, selected_job, warning, remote_log)
     finally:
         session.close()
 
 
-def read(session: Session, selected_job: str | None, warning: str | None = None) -> Snapshot:
+def read(session: Session, selected_job: str | None, warning: str | None = None,
+         remote_log: str | None = None) -> Snapshot:
     db = session.db
     job_rows = list(db["jobs"].rows_where(order_by="rowid desc", limit=LISTED))
     latest: dict[tuple[int, str], dict] = {}
@@ -73,11 +78,17 @@ def read(session: Session, selected_job: str | None, warning: str | None = None)
         evaluation = {"job": ev["id"], "round": ev["round"], "metrics": dict(rows)}
     train = next(db["jobs"].rows_where("kind = 'train'", order_by="rowid desc", limit=1), None)
     log_job = next((j for j in job_rows if j["id"] == selected_job), job_rows[0] if job_rows else None)
+    if log_job is None:
+        log = ""
+    elif remote_log is not None and log_job["id"] == selected_job:
+        log = remote_log
+    else:
+        log = log_tail(session.root, log_job)
     return Snapshot(
         rounds=rounds, jobs=job_rows, evaluation=evaluation,
         loss=loss_curve(session, train["id"]) if train else [], loss_job=train["id"] if train else None,
         messages=journal.messages(session, limit=LISTED), notes=journal.notes(session, limit=LISTED),
-        log_job=log_job["id"] if log_job else None, log=log_tail(session.root, log_job) if log_job else "",
+        log_job=log_job["id"] if log_job else None, log=log,
         warning=warning,
     )
 
