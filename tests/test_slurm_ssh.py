@@ -118,46 +118,54 @@ def test_unreachable_and_unknown_alias_are_one_line(ssh_infra, tmp_path):
         SSHConnection("closed", ssh_config=cfg, known_hosts=ssh_infra.known_hosts).run("true")
 
 
+def _long_training(tmp_path: Path, iterations: int | None = None):
+    """A real training job on the `debug` partition, submitted and seen making progress."""
+    from test_executor_contract import Jobs, _session_with_crop, events
+
+    d = Jobs(_session_with_crop(tmp_path), tmp_path).make("long")
+    if iterations:
+        spec = json.loads((d / "spec.json").read_text())
+        jobfiles.atomic_write_json(d / "spec.json", {**spec, "iterations": iterations})
+    ex = SlurmExecutor(ClusterProfile(name="ci", partition="debug", cpus=1, mem="500M", signal_s=60))
+    ext = ex.submit(d)
+    t0 = time.monotonic()
+    while not events(d, "progress") and time.monotonic() - t0 < 120:
+        time.sleep(0.3)
+    assert events(d, "progress"), jobfiles.tail(d / "stderr.log")
+    return ex, ext, d, events
+
+
+def _until(ex, ext, d, done, timeout: float, pause: float = 0.3):
+    """Poll the real status until `done(state)`; return the last status."""
+    t0 = time.monotonic()
+    while True:
+        st = ex.status([(ext, d)])[ext]
+        if done(st.state) or time.monotonic() - t0 > timeout:
+            return st
+        time.sleep(pause)
+
+
+def _release_and_finish(ex, ext, d, events, stopped: int) -> None:
+    """Requeued jobs wait ~120 s (BeginTime); release now (StartTime=now fails in 22.05) and see it resume."""
+    subprocess.run(["scontrol", "update", f"JobId={ext}", "StartTime=now+2"], check=True)
+    st = _until(ex, ext, d, lambda s: s not in ("PENDING", "RUNNING"), 240, pause=0.5)
+    assert st.state == "COMPLETED", (st, jobfiles.tail(d / "stderr.log"))
+    assert events(d, "resumed")[0]["step"] == stopped
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_usr1_checkpoints_and_job_requeues_itself(slurm_infra, tmp_path):
     """`--signal=B:USR1@s` reaches the batch shell; it passes USR1 on, training checkpoints and exits 143,
     the script requeues the job; released early, the next run resumes from the checkpoint and completes."""
-    from test_executor_contract import Jobs, _session_with_crop, events
-
-    jobs = Jobs(_session_with_crop(tmp_path), tmp_path)
-    d = jobs.make("long")
-    spec = json.loads((d / "spec.json").read_text())
-    spec["iterations"] = 400
-    jobfiles.atomic_write_json(d / "spec.json", spec)
-    ex = SlurmExecutor(ClusterProfile(name="ci", partition="debug", cpus=1, mem="500M", signal_s=60))
-    ext = ex.submit(d)
+    ex, ext, d, events = _long_training(tmp_path, iterations=400)
     try:
-        t0 = time.monotonic()
-        while not events(d, "progress") and time.monotonic() - t0 < 120:
-            time.sleep(0.3)
-        assert events(d, "progress"), jobfiles.tail(d / "stderr.log")
         subprocess.run(["scancel", "--batch", "--signal=USR1", ext], check=True)  # what Slurm does at @s
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            st = ex.status([(ext, d)])[ext]
-            if st.state == "PENDING" and events(d, "interrupted"):
-                break
-            time.sleep(0.3)
+        st = _until(ex, ext, d, lambda s: s == "PENDING" and bool(events(d, "interrupted")), 60)
         assert st.state == "PENDING", (st, jobfiles.tail(d / "stderr.log"))
         assert events(d, "interrupted")[0]["signal"] == "SIGUSR1" and (d / "checkpoint.pt").exists()
         assert "requeueing job" in (d / "stderr.log").read_text()
-        stopped = events(d, "interrupted")[0]["step"]
-        # requeued jobs wait ~120 s (BeginTime); release it now (StartTime=now fails in 22.05)
-        subprocess.run(["scontrol", "update", f"JobId={ext}", "StartTime=now+2"], check=True)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 240:
-            st = ex.status([(ext, d)])[ext]
-            if st.state not in ("PENDING", "RUNNING"):
-                break
-            time.sleep(0.5)
-        assert st.state == "COMPLETED", (st, jobfiles.tail(d / "stderr.log"))
-        assert events(d, "resumed")[0]["step"] == stopped
+        _release_and_finish(ex, ext, d, events, events(d, "interrupted")[0]["step"])
     finally:
         ex.cancel(ext, d)
 
@@ -167,28 +175,14 @@ def test_usr1_checkpoints_and_job_requeues_itself(slurm_infra, tmp_path):
 def test_preemption_signals_checkpoint_and_requeues(slurm_infra, tmp_path):
     """A job in the higher-priority partition `high` takes the node: the running training job gets USR1
     (GraceTime, preempt_send_user_signal), checkpoints, and is requeued rather than lost."""
-    from test_executor_contract import Jobs, _session_with_crop, events
-
-    jobs = Jobs(_session_with_crop(tmp_path), tmp_path)
-    d = jobs.make("long")
-    ex = SlurmExecutor(ClusterProfile(name="ci", partition="debug", cpus=1, mem="500M", signal_s=60))
-    ext = ex.submit(d)
+    ex, ext, d, events = _long_training(tmp_path)
     hog = None
     try:
-        t0 = time.monotonic()
-        while not events(d, "progress") and time.monotonic() - t0 < 120:
-            time.sleep(0.3)
-        assert events(d, "progress"), jobfiles.tail(d / "stderr.log")
         ncpu = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0]
         hog = subprocess.run(["sbatch", "--parsable", "--partition=high", f"--cpus-per-task={ncpu}", "--mem=100M",
                               f"--output={tmp_path}/hog.out", "--wrap", "sleep 2"],
                              capture_output=True, text=True, check=True).stdout.strip()
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            st = ex.status([(ext, d)])[ext]
-            if st.state == "PENDING" and events(d, "interrupted"):
-                break
-            time.sleep(0.3)
+        st = _until(ex, ext, d, lambda s: s == "PENDING" and bool(events(d, "interrupted")), 60)
         assert st.state == "PENDING", (st, jobfiles.tail(d / "stderr.log"))
         assert events(d, "interrupted")[0]["signal"] == "SIGUSR1" and (d / "checkpoint.pt").exists()
         restarts = subprocess.run(["scontrol", "-o", "show", "job", ext], capture_output=True, text=True).stdout
@@ -204,37 +198,14 @@ def test_preemption_signals_checkpoint_and_requeues(slurm_infra, tmp_path):
 def test_scontrol_requeue_checkpoints_and_resumes(slurm_infra, tmp_path):
     """An admin's (or Slurm's) `scontrol requeue` sends SIGTERM: training checkpoints and exits; the
     requeued run resumes from that checkpoint and completes."""
-    from test_executor_contract import Jobs, _session_with_crop, events
-
-    jobs = Jobs(_session_with_crop(tmp_path), tmp_path)
-    d = jobs.make("long")
-    spec = json.loads((d / "spec.json").read_text())
-    spec["iterations"] = 400
-    jobfiles.atomic_write_json(d / "spec.json", spec)
-    ex = SlurmExecutor(ClusterProfile(name="ci", partition="debug", cpus=1, mem="500M", signal_s=60))
-    ext = ex.submit(d)
+    ex, ext, d, events = _long_training(tmp_path, iterations=400)
     try:
-        t0 = time.monotonic()
-        while not events(d, "progress") and time.monotonic() - t0 < 120:
-            time.sleep(0.3)
-        assert events(d, "progress"), jobfiles.tail(d / "stderr.log")
         subprocess.run(["scontrol", "requeue", ext], check=True)
         t0 = time.monotonic()
         while not events(d, "interrupted") and time.monotonic() - t0 < 60:
             time.sleep(0.3)
         assert events(d, "interrupted")[0]["signal"] == "SIGTERM" and (d / "checkpoint.pt").exists()
-        stopped = events(d, "interrupted")[0]["step"]
-        t0 = time.monotonic()
-        while ex.status([(ext, d)])[ext].state != "PENDING" and time.monotonic() - t0 < 60:
-            time.sleep(0.3)
-        subprocess.run(["scontrol", "update", f"JobId={ext}", "StartTime=now+2"], check=True)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 240:
-            st = ex.status([(ext, d)])[ext]
-            if st.state not in ("PENDING", "RUNNING"):
-                break
-            time.sleep(0.5)
-        assert st.state == "COMPLETED", (st, jobfiles.tail(d / "stderr.log"))
-        assert events(d, "resumed")[0]["step"] == stopped
+        _until(ex, ext, d, lambda s: s == "PENDING", 60)
+        _release_and_finish(ex, ext, d, events, events(d, "interrupted")[0]["step"])
     finally:
         ex.cancel(ext, d)
