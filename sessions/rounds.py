@@ -23,8 +23,8 @@ def new_round(session: Session, target: str | None = None) -> dict:
     n = (last["n"] + 1) if last else 1
     if target is None and last:
         target = last["target"]
-    if target is not None:
-        check_target(session, target)
+    if target is not None and session.meta("classes") is not None:
+        check_target(session, target)  # no classes yet: checked when the round trains
     row = {"n": n, "created": now(), "target": target, "parent": last["n"] if last else None, "status": "open"}
     session.db["rounds"].insert(row)
     return row

@@ -112,3 +112,19 @@ def test_messages_and_notes_round_trip(tmp_path):
 def test_version():
     proc = run_cli("--version")
     assert proc.returncode == 0 and re.search(r"\d+\.\d+\.\d+", proc.stdout)
+
+
+def test_target_named_before_classes_is_checked_at_training(tmp_path):
+    raw = np.zeros((8, 32, 32), np.uint8)
+    tifffile.imwrite(tmp_path / "v.tif", raw)
+    tifffile.imwrite(tmp_path / "c.tif", np.ones((4, 16, 16), np.uint8))
+    s = tmp_path / "s"
+    run_cli("init", s, check=True)
+    run_cli("ingest", tmp_path / "v.tif", "--session", s, "--voxel-size", "8,8,8", check=True)
+    run_cli("round", "new", "--session", s, "--target", "mito", check=True)  # no classes yet: allowed
+    run_cli("crop", "add", "--session", s, "--labels", tmp_path / "c.tif", "--offset", "0,0,0",
+            "--classes", "background,membrane", check=True)
+    before = db_snapshot(s)
+    proc = run_cli("round", "train", "--session", s, "--iterations", "1")
+    assert proc.returncode == 2 and "'mito' is not one of this session's classes" in proc.stderr
+    assert db_snapshot(s) == before
