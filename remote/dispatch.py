@@ -112,8 +112,7 @@ class Dispatcher:
                 st = states.get(job["external_id"])
                 if st is not None:
                     job = jobs.record_usage(self.session, job, st.elapsed_s, st.gpus, st.gpu_hours)
-                if st and st.state not in jobs.ACTIVE:
-                    job = jobs.ingest(self.session, job)  # events written just before exit
+                if st and st.state not in jobs.ACTIVE:  # status came first: its events are all in
                     job = jobs.finish(self.session, job, st.state, st.reason)
                 elif st and st.state == "RUNNING" and job["state"] == "PENDING":
                     self.session.db["jobs"].update(job["id"], {"state": "RUNNING"})

@@ -5,8 +5,6 @@ from __future__ import annotations
 from sessions import journal
 from sessions.workspace import Session
 
-SCORES = ("iou", "f1", "precision", "recall")
-
 
 def latest_metrics(session: Session, job_id: str) -> dict:
     rows = session.db.execute(

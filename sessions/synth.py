@@ -150,10 +150,6 @@ class Scene:
     def envelope_nm(self) -> float:
         return 2 * self.membrane_nm + self.lumen_nm
 
-    def pore_in_volume(self, pore: Pore) -> bool:
-        """The counting rule truth() uses: the pore's centre lies in the box."""
-        return bool(_inside_box(np.asarray([pore.centre_nm]), self.shape, self.voxel_size)[0])
-
     def truth(self) -> dict:
         """JSON-able ground truth, so benchmarks can score counts without
         re-deriving the geometry."""

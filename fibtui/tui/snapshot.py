@@ -13,6 +13,7 @@ from pathlib import Path
 from remote.dispatch import Dispatcher
 from sessions import jobs, journal
 from sessions.jobfiles import STDERR, tail
+from sessions.summary import latest_metrics
 from sessions.workspace import Session, open_session
 
 LOSS_POINTS = 120   # the sparkline is at most a few dozen cells wide
@@ -74,8 +75,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
     evaluation = None
     ev = next(db["jobs"].rows_where("kind = 'evaluate' and state = 'COMPLETED'", order_by="rowid desc", limit=1), None)
     if ev:
-        rows = db.execute("select name, value from metrics where job = ? order by id", [ev["id"]]).fetchall()
-        evaluation = {"job": ev["id"], "round": ev["round"], "metrics": dict(rows)}
+        evaluation = {"job": ev["id"], "round": ev["round"], "metrics": latest_metrics(session, ev["id"])}
     train = next(db["jobs"].rows_where("kind = 'train'", order_by="rowid desc", limit=1), None)
     log_job = next((j for j in job_rows if j["id"] == selected_job), job_rows[0] if job_rows else None)
     if log_job is None:
