@@ -21,6 +21,9 @@ from sessions.errors import FibError
 NGFF_VERSION = "0.5"
 AXES = ("z", "y", "x")
 DEFAULT_CHUNKS = (16, 128, 128)
+# Ingested volumes: shards of whole chunks, one file each (see docs/benchmarks.md, "layout").
+# Stores written block by block by jobs (predictions) stay unsharded: two writers, one shard, would race.
+DEFAULT_SHARDS = (64, 512, 512)
 Progress = Callable[[int, int], None] | None
 
 
@@ -90,9 +93,13 @@ def ome_metadata(name: str, scales, unit: str = "nanometer") -> dict:
     }
 
 
-def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNKS, name: str | None = None,
-           levels: int | None = None) -> Multiscale:
-    """Create an empty multiscale image (all levels), overwriting `path`."""
+def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNKS, shards=None,
+           name: str | None = None, levels: int | None = None) -> Multiscale:
+    """Create an empty multiscale image (all levels), overwriting `path`.
+
+    With `shards`, each level's shard is clipped to the level's shape (rounded
+    up to whole chunks), so small levels are one file.
+    """
     plan = pyramid_plan(shape, voxel_size)
     if levels is not None:
         plan = plan[: max(levels - 1, 0)]
@@ -105,8 +112,9 @@ def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNK
             cur_shape = tuple(-(-s // k) for s, k in zip(cur_shape, f))
             cur_vs = tuple(v * k for v, k in zip(cur_vs, f))
         ch = tuple(min(c, s) for c, s in zip(chunks, cur_shape))
+        sh = None if shards is None else tuple(min(h, -(-s // c) * c) for h, s, c in zip(shards, cur_shape, ch))
         arrays.append(group.create_array(
-            str(i), shape=cur_shape, chunks=ch, dtype=dtype, fill_value=0,
+            str(i), shape=cur_shape, chunks=ch, shards=sh, dtype=dtype, fill_value=0,
             compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=list(AXES),
         ))
         scales.append(cur_vs)
