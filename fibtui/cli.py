@@ -111,22 +111,34 @@ def synth(out: Path, shape: str, seed: int, voxel_size: str, labels_out: Path | 
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @session_option
-@click.option("--voxel-size", help="Voxel size Z,Y,X in nm (required unless the TIFF carries it).")
+@click.option("--voxel-size", help="Voxel size Z,Y,X in nm (required unless the source's metadata carries it).")
 @click.option("--name", help="Volume name in the session (default: the source's name).")
+@click.option("--convert", "convert_spec", metavar="SPEC",
+              help="Conversion to uint8, required for other dtypes: 'percentile' (0.1/99.9 % of a sample), "
+                   "'percentile:LO,HI' or 'range:LO,HI' (source values mapped to 0 and 255).")
+@click.option("--workers", type=click.IntRange(1, 256), help="Threads (default: the CPUs this process may use).")
 @json_option
-def ingest(source: Path, session_dir: Path, voxel_size: str | None, name: str | None, as_json: bool) -> None:
-    """Convert a multipage TIFF or a folder of TIFF slices into a multiscale OME-Zarr in the session."""
+def ingest(source: Path, session_dir: Path, voxel_size: str | None, name: str | None, convert_spec: str | None,
+           workers: int | None, as_json: bool) -> None:
+    """Convert a raw volume into a multiscale OME-Zarr in the session.
+
+    SOURCE is a multipage (Big)TIFF, a folder of TIFF slices, an HDF5 dataset
+    (file.h5:/path), or an N5 or zarr (v2/v3, OME-Zarr) array. Interrupted? Run
+    the same command again: it resumes where it stopped.
+    """
     from sessions import volumes
 
     s = _open(session_dir)
     vs = parse_triple(voxel_size, "--voxel-size", positive=True, integer=False) if voxel_size else None
     with progress(not as_json) as p:
-        row = volumes.ingest(s, source, name=name, voxel_size=vs, progress=stage_callback(p))
+        row = volumes.ingest(s, source, name=name, voxel_size=vs, convert=convert_spec, workers=workers,
+                             progress=stage_callback(p))
     if as_json:
         emit_json(row)
     else:
-        console.print(f"volume [bold]{row['name']}[/] {row['shape']} @ {row['voxel_size']} nm, "
-                      f"{row['levels']} levels, sha256 {row['source_sha256'][:12]}…")
+        done = "already ingested" if row["status"] == "exists" else "ingested"
+        console.print(f"volume [bold]{row['name']}[/] {done}: {row['shape']} @ {row['voxel_size']} nm, "
+                      f"{row['levels']} levels, {row['source_checksum'][:19]}…")
 
 
 # ---------------------------------------------------------------- crops & held-out regions

