@@ -596,6 +596,39 @@ def tui(session_dir, no_mouse) -> None:
     _tui(session_dir, mouse=not no_mouse)
 
 
+# ---------------------------------------------------------------- benchmarks
+@cli.group()
+def bench() -> None:
+    """Measure storage formats and layouts on this machine."""
+
+
+@bench.command()
+@click.option("--shape", help="Volume Z,Y,X  [default: the --source's shape, else 128,1024,1024]")
+@click.option("--source", type=click.Path(path_type=Path),
+              help="Multipage uint8 TIFF to store (loaded into memory; tiled or cut to --shape).")
+@click.option("--crop", default="32,256,256", show_default=True, help="3D crop Z,Y,X (a training/prediction block).")
+@click.option("--slice-size", "side", default=512, show_default=True, type=int,
+              help="Side of the xy slice region and width of the xz one (which spans all of Z).")
+@click.option("--crops", "n_crops", default=50, show_default=True, type=int, help="Random 3D crops per format.")
+@click.option("--slices", "n_slices", default=50, show_default=True, type=int,
+              help="Random xy and xz slices per format.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for positions (and synthetic data).")
+@click.option("--workdir", type=click.Path(path_type=Path),
+              help="Where to write (use the filesystem you care about)  [default: system temp]")
+@click.option("--keep", is_flag=True, help="Keep the written files (their folder is printed).")
+@click.option("--warm", is_flag=True, help="Do not evict files from the page cache before reading.")
+@json_option
+def formats(**options) -> None:
+    """TIFF vs HDF5 vs Zarr vs Parquet read speed.
+
+    Writes one volume in each format, then times the same random 3D crops and
+    xy/xz slices through each, every request from a cold page cache unless --warm.
+    """
+    from fibtui import bench_formats
+
+    bench_formats.formats(**options)
+
+
 def _tui(session_dir: Path, mouse: bool) -> None:
     _open(session_dir).close()  # validate first: one clear line, not a crashed app
     from fibtui.tui.app import run_tui

@@ -1,13 +1,15 @@
 """Parallel, resumable, out-of-core conversion of a raw volume into a sharded OME-Zarr pyramid.
 
-The work is cut into z-slabs one shard deep. A slab task reads its slices
-once, converts them to uint8, writes level 0 and every pyramid level whose
-shards the slab covers whole (a 64-deep slab feeds levels down to 4 slices),
-and records itself in a ledger. Coarser levels follow in a second stage
-from the last level written, the same way. Every shard is written aside and
-renamed and is a pure function of the source, so a run killed at any moment
-and started again skips the finished slabs and ends byte-identical to an
-uninterrupted one. Memory is `workers` slabs of full slices, whatever the depth.
+The work is cut into tasks of one shard depth (64 slices) by a band of
+whole shard rows (full slices when they fit `TASK_BYTES`). A task reads its
+region once, converts it to uint8, writes level 0 and every pyramid level
+whose shards it covers whole (shards shrink with the level, so a 64×512 task
+feeds levels down to 4×32), and records itself in a ledger. Coarser levels
+follow in a second stage from the last level written, the same way. Every
+shard is written aside and renamed and is a pure function of the source, so
+a run killed at any moment and started again skips the finished tasks and
+ends byte-identical to an uninterrupted one. Memory is `workers` tasks,
+whatever the volume's size.
 """
 
 from __future__ import annotations
@@ -32,19 +34,21 @@ from sessions.errors import FibError
 from sessions.shards import ShardWriter
 
 FORMAT = "fibtui-ingest/1"
-SLAB = omezarr.DEFAULT_SHARDS[0]   # level-0 slab depth = shard depth
-MIN_DEPTH = 4                      # a slab feeds a level while it yields at least this many slices
+SLAB, BAND = omezarr.DEFAULT_SHARDS[:2]   # a task covers whole level-0 shards: 64 slices × 512-row bands
+MIN_DEPTH, MIN_ROWS = 4, 32               # a task feeds a level while it yields at least this much of it
+TASK_BYTES = 256 << 20                    # rows per task: whole slices while a task stays under this
 LEDGER = ".fibtui-ingest"
 Progress = Callable[..., None] | None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """Levels `first..last` written from slabs of level `first - 1` (or the source when first == 0)."""
+    """Levels `first..last`, written from tasks over level `first - 1` (or the source when first == 0)."""
 
     first: int
     last: int
     zf: tuple[int, ...]   # cumulative z factor of each level relative to `first`
+    yf: tuple[int, ...]   # cumulative y factor
 
 
 def default_workers() -> int:
@@ -52,25 +56,39 @@ def default_workers() -> int:
 
 
 def layout(shape, voxel_size) -> tuple[list, list, list[Stage]]:
-    """Per-level chunk and shard shapes, and the stages that fill them."""
-    plan = omezarr.pyramid_plan(shape, voxel_size)
-    factors = [(1, 1, 1)] + plan
+    """Per-level chunk and shard shapes, and the stages that fill them.
+
+    Within a stage, level k's shard is the level-`first` shard divided by the
+    factors so far, so one task writes whole shards on every level it feeds.
+    """
+    factors = [(1, 1, 1)] + omezarr.pyramid_plan(shape, voxel_size)
     chunks, shards, stages = [], [], []
     first = 0
     while first < len(factors):
-        zf, last, cum = [1], first, 1
-        while last + 1 < len(factors) and SLAB % (cum * factors[last + 1][0]) == 0 \
-                and SLAB // (cum * factors[last + 1][0]) >= MIN_DEPTH:
+        zf, yf, last = [1], [1], first
+        while last + 1 < len(factors):
+            fz, fy = zf[-1] * factors[last + 1][0], yf[-1] * factors[last + 1][1]
+            if SLAB % fz or SLAB // fz < MIN_DEPTH or BAND % fy or BAND // fy < MIN_ROWS:
+                break
             last += 1
-            cum *= factors[last][0]
-            zf.append(cum)
-        stages.append(Stage(first, last, tuple(zf)))
-        for z in zf:
-            depth = SLAB // z
-            chunks.append((min(omezarr.DEFAULT_CHUNKS[0], depth), *omezarr.DEFAULT_CHUNKS[1:]))
-            shards.append((depth, *omezarr.DEFAULT_SHARDS[1:]))
+            zf.append(fz)
+            yf.append(fy)
+        stages.append(Stage(first, last, tuple(zf), tuple(yf)))
+        for z, y in zip(zf, yf):
+            shards.append((SLAB // z, BAND // y, omezarr.DEFAULT_SHARDS[2]))
+            chunks.append((min(omezarr.DEFAULT_CHUNKS[0], SLAB // z), min(omezarr.DEFAULT_CHUNKS[1], BAND // y),
+                           omezarr.DEFAULT_CHUNKS[2]))
         first = last + 1
     return chunks, shards, stages
+
+
+def band_rows(shape) -> int:
+    """Rows per task: whole slices if 64 of them fit TASK_BYTES, else the most whole bands that do (≥ 1).
+
+    Fixed by the shape alone, so a resumed run cuts the same tasks.
+    """
+    per_band = SLAB * BAND * shape[2]
+    return min(max(1, TASK_BYTES // per_band) * BAND, -(-shape[1] // BAND) * BAND)
 
 
 def plan_id(source, conversion, voxel_size) -> str:
@@ -162,51 +180,53 @@ class Ingest:
         plan_file.write_text(json.dumps({"plan": self.plan}))
         return ms
 
-    def _done(self, stage: int, slab: int) -> Path:
-        return self.ledger / "done" / f"{stage}-{slab}"
+    def _done(self, stage: int, j: int, b: int) -> Path:
+        return self.ledger / "done" / f"{stage}-{j}-{b}"
 
     # ------------------------------------------------------------------ work
     def _buffer(self, key, shape) -> np.ndarray:
-        """A per-thread array reused across slabs: fresh memory costs a page fault per 4 KB,
-        which on a VM is slower than compressing it (measured: 0.55 s per 256 MB)."""
+        """A per-thread C-contiguous array reused across tasks: fresh memory costs a page fault
+        per 4 KB, which on a VM is slower than compressing it (measured: 0.55 s per 256 MB)."""
         bufs = self._tls.__dict__.setdefault("bufs", {})
-        if key not in bufs or bufs[key].shape[1:] != shape[1:] or bufs[key].shape[0] < shape[0]:
-            bufs[key] = np.empty(shape, np.uint8)
-        return bufs[key][: shape[0]]
+        n = int(np.prod(shape))
+        if key not in bufs or bufs[key].size < n:
+            bufs[key] = np.empty(n, np.uint8)
+        return bufs[key][:n].reshape(shape)
 
-    def _read_base(self, ms, stage: Stage, z0: int, z1: int) -> np.ndarray:
-        """Level `stage.first`, slices z0:z1, as uint8."""
+    def _read_base(self, ms, stage: Stage, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
+        """Level `stage.first`, region [z0:z1, y0:y1, :], as uint8."""
         if stage.first == 0:
-            out = self._buffer("base", (z1 - z0, *self.source.shape[1:]))
+            out = self._buffer("base", (z1 - z0, y1 - y0, self.source.shape[2]))
             if self.conversion.method == "none":
-                return self.source.read(z0, z1, out=out)
+                return self.source.read(z0, z1, y0, y1, out=out)
             step = omezarr.DEFAULT_CHUNKS[0]   # convert in thin pieces: float32 temporaries stay small
             for a in range(z0, z1, step):
                 b = min(a + step, z1)
-                out[a - z0: b - z0] = self.conversion.apply(self.source.read(a, b))
+                out[a - z0: b - z0] = self.conversion.apply(self.source.read(a, b, y0, y1))
             return out
         f = self._factor(stage.first)
         above = ms.levels[stage.first - 1]
-        block = np.asarray(above[z0 * f[0]: min(z1 * f[0], above.shape[0])])
-        shape = ms.levels[stage.first].shape
-        return omezarr.downsample_mean(block, f)[: z1 - z0, : shape[1], : shape[2]]
+        block = np.asarray(above[z0 * f[0]: z1 * f[0], y0 * f[1]: y1 * f[1]])
+        return omezarr.downsample_mean(block, f)[: z1 - z0, : y1 - y0, : ms.levels[stage.first].shape[2]]
 
     def _factor(self, level: int) -> tuple[int, int, int]:
         return tuple(int(round(b / a)) for a, b in zip(self.ms_scales[level - 1], self.ms_scales[level]))
 
-    def _slab(self, ms, writers, si: int, stage: Stage, j: int) -> int:
-        depth = SLAB
-        n = ms.levels[stage.first].shape[0]
-        z0, z1 = j * depth, min((j + 1) * depth, n)
-        data = self._read_base(ms, stage, z0, z1)
-        written = writers[stage.first].write_slab(z0, data)
-        for lvl in range(stage.first + 1, stage.last + 1):
+    def _task(self, ms, writers, si: int, stage: Stage, j: int, b: int, rows: int) -> int:
+        """One z-slab × y-band of level `first` and everything below it in the stage; returns voxels done."""
+        Z, Y, _ = ms.levels[stage.first].shape
+        z0, z1, y0, y1 = j * SLAB, min((j + 1) * SLAB, Z), b * rows, min((b + 1) * rows, Y)
+        data = self._read_base(ms, stage, z0, z1, y0, y1)
+        writers[stage.first].write_region(z0, y0, data)
+        for k, lvl in enumerate(range(stage.first + 1, stage.last + 1), start=1):
             f = self._factor(lvl)
-            out = self._buffer(lvl, tuple(-(-s // k) for s, k in zip(data.shape, f)))
-            data = omezarr.downsample_mean(data, f, out=out)
-            written += writers[lvl].write_slab(j * (depth // stage.zf[lvl - stage.first]), data)
-        self._done(si, j).touch()
-        return z1 - z0
+            shape = ms.levels[lvl].shape
+            data = omezarr.downsample_mean(data, f, out=self._buffer(lvl, tuple(-(-s // c) for s, c in
+                                                                               zip(data.shape, f))))
+            data = data[:, :, : shape[2]]
+            writers[lvl].write_region(z0 // stage.zf[k], y0 // stage.yf[k], data)
+        self._done(si, j, b).touch()
+        return (z1 - z0) * (y1 - y0)
 
     def run(self) -> dict:
         ms = self._prepare()
@@ -215,10 +235,10 @@ class Ingest:
         stop, digest = threading.Event(), {}
         hasher = threading.Thread(target=checksum_files, args=(self.source.files(), digest, stop), daemon=True)
         hasher.start()
-        t0, slice_bytes = time.monotonic(), int(np.prod(self.source.shape[1:])) * self.source.dtype.itemsize
+        t0 = time.monotonic()
         try:
             for si, stage in enumerate(self.stages):
-                self._run_stage(ms, writers, si, stage, t0, slice_bytes)
+                self._run_stage(ms, writers, si, stage, t0)
             hasher.join()
         except OSError as e:
             raise FibError(f"{self.partial}: writing failed ({e.strerror or e}); fix it and run the same "
@@ -231,25 +251,28 @@ class Ingest:
         ms.group.attrs["fibtui"] = meta
         return {**meta, "levels": len(ms.levels), "elapsed_s": time.monotonic() - t0}
 
-    def _run_stage(self, ms, writers, si: int, stage: Stage, t0: float, slice_bytes: int) -> None:
-        """All slabs of one stage not yet in the ledger, `workers` at a time; progress in slices of level `first`."""
-        n = ms.levels[stage.first].shape[0]
-        slabs = [j for j in range(-(-n // SLAB)) if not self._done(si, j).exists()]
-        done = n - sum(min(SLAB, n - j * SLAB) for j in slabs)
+    def _run_stage(self, ms, writers, si: int, stage: Stage, t0: float) -> None:
+        """The stage's tasks not yet in the ledger, `workers` at a time; progress in level-`first` slices."""
+        Z, Y, X = ms.levels[stage.first].shape
+        rows = band_rows((Z, Y, X))
+        tasks = [(j, b) for j in range(-(-Z // SLAB)) for b in range(-(-Y // rows))]
+        todo = [t for t in tasks if not self._done(si, *t).exists()]
+        done = Z * Y - sum((min(SLAB, Z - j * SLAB)) * min(rows, Y - b * rows) for j, b in todo)
         label = "level 0" if si == 0 else f"levels {stage.first}-{stage.last}"
-        self._report(label, done, n, "")
+        voxel_bytes = self.source.dtype.itemsize * X if si == 0 else X
+        self._report(label, done // Y, Z, "")
         fresh = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ingest") as pool:
-            futures = {pool.submit(self._slab, ms, writers, si, stage, j) for j in slabs}
+            futures = {pool.submit(self._task, ms, writers, si, stage, j, b, rows) for j, b in todo}
             try:
                 while futures:
                     finished, futures = wait(futures, return_when=FIRST_EXCEPTION, timeout=0.5)
                     for fut in finished:
-                        rows = fut.result()
-                        done += rows
-                        fresh += rows
-                    rate = fresh * slice_bytes / max(time.monotonic() - t0, 1e-9)
-                    self._report(label, done, n, f"{rate / 1e6:,.0f} MB/s" if si == 0 else "")
+                        n = fut.result()
+                        done += n
+                        fresh += n
+                    rate = fresh * voxel_bytes / max(time.monotonic() - t0, 1e-9)
+                    self._report(label, done // Y, Z, f"{rate / 1e6:,.0f} MB/s")
             except BaseException:
                 for fut in futures:
                     fut.cancel()

@@ -43,21 +43,24 @@ class ShardWriter:
     def shard_path(self, idx) -> Path:
         return self.dir.joinpath("c", *map(str, idx))
 
-    def write_slab(self, z0: int, data: np.ndarray) -> int:
-        """Write every shard of the z-slab starting at `z0` (shard-aligned; full Y and X).
+    def write_region(self, z0: int, y0: int, data: np.ndarray) -> int:
+        """Write every shard of the region starting at (z0, y0, 0), spanning all of X.
 
-        `data` covers [z0, z0 + len(data)) and must end on a shard boundary or at
-        the array's end. Returns the bytes written.
+        The region must start on shard boundaries and end on one or at the
+        array's end. Returns the bytes written.
         """
-        if z0 % self.shards[0] or data.shape[1:] != self.shape[1:]:
-            raise ValueError(f"slab at z={z0} of shape {data.shape} is not shard-aligned for {self.shape}")
+        dz, dy, dx = data.shape
+        ends = (z0 + dz, y0 + dy)
+        if z0 % self.shards[0] or y0 % self.shards[1] or dx != self.shape[2] or any(
+                e % h and e != s for e, h, s in zip(ends, self.shards, self.shape)):
+            raise ValueError(f"region at z={z0}, y={y0} of shape {data.shape} is not shard-aligned for "
+                             f"{self.shape} in shards of {self.shards}")
         written = 0
-        for sz in range(z0, z0 + data.shape[0], self.shards[0]):
-            for sy, sx in itertools.product(range(0, self.shape[1], self.shards[1]),
-                                            range(0, self.shape[2], self.shards[2])):
-                block = data[sz - z0: sz - z0 + self.shards[0], sy: sy + self.shards[1], sx: sx + self.shards[2]]
-                idx = (sz // self.shards[0], sy // self.shards[1], sx // self.shards[2])
-                written += self._put(self.shard_path(idx), self.encode(block))
+        for sz, sy, sx in itertools.product(range(0, dz, self.shards[0]), range(0, dy, self.shards[1]),
+                                            range(0, dx, self.shards[2])):
+            block = data[sz: sz + self.shards[0], sy: sy + self.shards[1], sx: sx + self.shards[2]]
+            idx = ((z0 + sz) // self.shards[0], (y0 + sy) // self.shards[1], sx // self.shards[2])
+            written += self._put(self.shard_path(idx), self.encode(block))
         return written
 
     def encode(self, block: np.ndarray) -> bytes | None:

@@ -90,6 +90,24 @@ def test_slabs_cross_shards_and_pyramid_levels_in_several_stages(session, tmp_pa
         np.testing.assert_array_equal(level[:], expect, err_msg=f"level {i}")
 
 
+def test_wide_slices_go_in_bands_with_the_same_bytes(tmp_path, monkeypatch):
+    """Slices too wide for one task are cut into bands of whole shard rows; the store is unchanged."""
+    from sessions import ingest
+    from sessions.workspace import init_session
+
+    raw = np.random.default_rng(5).integers(0, 255, (70, 1100, 300), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "w.tif", raw)
+    trees = []
+    for task_bytes in (ingest.TASK_BYTES, 1):
+        monkeypatch.setattr(ingest, "TASK_BYTES", task_bytes)
+        s = init_session(tmp_path / f"s{task_bytes}")
+        volumes.ingest(s, tmp_path / "w.tif", voxel_size=(8, 8, 8), workers=2)
+        trees.append(_tree(volumes.open_volume(s, "w").path))
+    assert ingest.band_rows(raw.shape) == 512                         # banded on the second run
+    assert trees[0] == trees[1]
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s1" / "volumes" / "w.ome.zarr" / "0"))[:], raw)
+
+
 def test_deep_isotropic_pyramid_uses_two_stages():
     _, _, stages = layout((4096, 4096, 4096), (8, 8, 8))
     assert len(stages) == 2 and stages[0].first == 0 and stages[1].first == stages[0].last + 1

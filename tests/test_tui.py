@@ -28,7 +28,7 @@ def session(tmp_path):
     """Volume, round, crop, message, note, and a RUNNING train job backed by a live process."""
     s = init_session(tmp_path / "s")
     raw = np.random.default_rng(1).integers(0, 256, (16, 64, 64), dtype=np.uint8)
-    volumes.write_volume(s, "vol", raw.shape, (8, 8, 8), [(0, raw)], source="test", sha256="0")
+    volumes.write_volume(s, "vol", raw, (8, 8, 8), source="test")
     r = rounds.new_round(s)
     crop = np.ones((4, 16, 16), np.uint8)
     crop[1:3, 4:12, 4:12] = 2
