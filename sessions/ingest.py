@@ -202,7 +202,7 @@ class Ingest:
             step = omezarr.DEFAULT_CHUNKS[0]   # convert in thin pieces: float32 temporaries stay small
             for a in range(z0, z1, step):
                 b = min(a + step, z1)
-                out[a - z0: b - z0] = self.conversion.apply(self.source.read(a, b, y0, y1))
+                self.conversion.apply(self.source.read(a, b, y0, y1), out=out[a - z0: b - z0])
             return out
         f = self._factor(stage.first)
         above = ms.levels[stage.first - 1]

@@ -1,18 +1,23 @@
-"""The viewer's read path: 2D slices of a session volume, with labels and prediction.
+"""The viewer's read path: 2D views of a session volume, with labels and prediction.
 
-Reads touch only the requested region of one pyramid level, in fixed 2D
-tiles kept in a small LRU cache, so panning and stepping back and forth
-re-read nothing and a zoomed-in view of a TB volume reads a few chunks.
-Label crops and held-out labels are pasted into the same tiles,
-nearest-neighbour at coarser levels so class edges stay crisp.
+`SliceSource.view` takes what the screen shows (a region of the level-0
+plane and its size in screen pixels), picks the pyramid level and reads only
+that level's chunks under the region. The unit of I/O is the (inner) chunk:
+zarr reads one chunk of a shard with byte ranges, but must decode all of it.
+So decoded chunks are kept whole, in an LRU bounded in bytes, and planes are
+cut from them in memory: stepping through the slices of a chunk or panning
+back re-reads nothing, and a cold frame reads each chunk it touches once.
+Label crops and held-out labels are pasted per read, nearest-neighbour at
+coarser levels so class edges stay crisp.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,7 +31,12 @@ from sessions.workspace import Session
 
 # axis name -> (normal axis, row axis, column axis) in Z,Y,X
 AXES: dict[str, tuple[int, int, int]] = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}
-TILE = 128
+DEFAULT_CACHE_BYTES = 256 << 20
+# How much larger than a screen pixel a level's pixel may be. √2 picks the level nearest in log
+# scale: at the viewer's zooms it reads 1.4-6x fewer bytes than "never coarser than the screen"
+# (1.0), for a slight softening of the half-block image (benchmarks/viewer_read.py).
+MAX_UPSAMPLE = math.sqrt(2)
+EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class SliceData:
     raw: np.ndarray                 # uint8 (rows, cols)
     labels: np.ndarray | None       # uint8, 0 = unlabelled; None when the volume has no labels
     prediction: np.ndarray | None   # uint8 p×255; None when there is no prediction
+    origin: tuple[int, int]         # (row, col) of [0, 0] in the level's plane
 
 
 @dataclass(frozen=True)
@@ -45,16 +56,18 @@ class LabelBlock:
     shape: tuple[int, int, int]
 
 
-def choose_level(scales: Sequence[Sequence[float]], axis: str, out_nm: float) -> int:
-    """The coarsest level whose in-plane pixels are no coarser than `out_nm`.
+def choose_level(scales: Sequence[Sequence[float]], axis: str, out_nm: float,
+                 max_upsample: float = MAX_UPSAMPLE) -> int:
+    """The coarsest level whose in-plane pixels are at most `max_upsample` × `out_nm`.
 
-    An axis that is already coarser than `out_nm` at level 0 (z of an
+    An axis that is already coarser than that at level 0 (z of an
     anisotropic volume) cannot get finer, so it only must not get coarser.
     """
     _, ra, ca = AXES[axis]
+    limit = out_nm * max_upsample
     best = 0
     for lvl, s in enumerate(scales):
-        if all(s[a] <= max(out_nm, scales[0][a]) * (1 + 1e-6) for a in (ra, ca)):
+        if all(s[a] <= max(limit, scales[0][a]) * (1 + EPS) for a in (ra, ca)):
             best = lvl
     return best
 
@@ -76,20 +89,51 @@ def latest_prediction(session: Session, volume: str) -> omezarr.Multiscale | Non
     return None
 
 
+class ChunkCache:
+    """Decoded chunks, least recently used out first, bounded in bytes; thread-safe.
+
+    Loads run outside the lock, so two threads missing the same chunk may
+    both read it: rare (one frame worker at a time) and harmless.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.reads = 0      # chunks loaded from storage
+        self._blocks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is not None:
+                self._blocks.move_to_end(key)
+                return block
+            self.reads += 1
+        block = load()
+        with self._lock:
+            if key not in self._blocks and block.nbytes <= self.max_bytes:
+                self._blocks[key] = block
+                self.nbytes += block.nbytes
+                while self.nbytes > self.max_bytes:
+                    self.nbytes -= self._blocks.popitem(last=False)[1].nbytes
+        return block
+
+
 class SliceSource:
     """2D reads of one volume; thread-safe, holds no SQLite connection."""
 
     def __init__(self, raw: omezarr.Multiscale, labels: Sequence[LabelBlock] = (),
-                 prediction: omezarr.Multiscale | None = None, name: str = "", cache_tiles: int = 384):
+                 prediction: omezarr.Multiscale | None = None, name: str = "",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, max_upsample: float = MAX_UPSAMPLE):
         self.name = name
         self.raw = raw
         self.prediction = prediction
         self.label_blocks = list(labels)
+        self.max_upsample = max_upsample
         self.scales = [tuple(float(v) for v in s) for s in raw.scales]
         self._factors = [tuple(max(1, round(s / s0)) for s, s0 in zip(sc, self.scales[0])) for sc in self.scales]
-        self._tiles: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._max_tiles = cache_tiles
-        self._lock = threading.Lock()
+        self.cache = ChunkCache(cache_bytes)
 
     @classmethod
     def open(cls, session: Session, volume: str) -> "SliceSource":
@@ -126,7 +170,28 @@ class SliceSource:
         return self._factors[level][AXES[axis][0]]
 
     def choose_level(self, axis: str, out_nm: float) -> int:
-        return choose_level(self.scales, axis, out_nm)
+        return choose_level(self.scales, axis, out_nm, self.max_upsample)
+
+    def locate(self, axis: str, region0, out_shape: tuple[int, int]) -> tuple[int, tuple[int, int, int, int]]:
+        """The level for showing level-0 `region0` on `out_shape` screen pixels, and the region there.
+
+        `region0` = (r0, r1, c0, c1) may be fractional and reach past the
+        plane (a view at its edge); the level's region is clipped to it.
+        """
+        _, ra, ca = AXES[axis]
+        r0, r1, c0, c1 = region0
+        s0 = self.scales[0]
+        out_nm = min((r1 - r0) * s0[ra] / out_shape[0], (c1 - c0) * s0[ca] / out_shape[1])
+        level = self.choose_level(axis, out_nm)
+        rows, cols = self.plane_shape(axis, level)
+        fr, fc = self._factors[level][ra], self._factors[level][ca]
+        return level, (*_span(r0 / fr, r1 / fr, rows), *_span(c0 / fc, c1 / fc, cols))
+
+    def view(self, axis: str, pos: int, region0, out_shape: tuple[int, int]) -> tuple[SliceData, int]:
+        """What a screen of `out_shape` pixels needs to show `region0` of the slice at level-0 `pos`:
+        the chosen level's pixels under it (the caller resamples them to the screen), and that level."""
+        level, region = self.locate(axis, region0, out_shape)
+        return self.read(axis, pos, level, region), level
 
     def read(self, axis: str, pos: int, level: int, region: tuple[int, int, int, int]) -> SliceData:
         """Pixels of rows r0:r1, cols c0:c1 of `level`'s slice through level-0 `pos`."""
@@ -141,53 +206,38 @@ class SliceSource:
         pred = self.prediction
         has_pred = pred is not None and level < len(pred.levels) and pred.levels[level].shape == self.shape(level)
         return SliceData(
-            raw=self._region("raw", axis, level, idx, region),
-            labels=self._region("labels", axis, level, pos, region) if self.label_blocks else None,
-            prediction=self._region("pred", axis, level, idx, region) if has_pred else None,
+            raw=self._plane("raw", self.raw.levels[level], level, axis, idx, region),
+            labels=self._labels(axis, level, pos, region) if self.label_blocks else None,
+            prediction=self._plane("pred", pred.levels[level], level, axis, idx, region) if has_pred else None,
+            origin=(r0, c0),
         )
 
-    def _region(self, kind: str, axis: str, level: int, idx: int, region) -> np.ndarray:
+    def _plane(self, kind: str, arr: zarr.Array, level: int, axis: str, idx: int, region) -> np.ndarray:
+        """Cut the region of plane `idx` out of the chunks under it."""
+        normal, ra, ca = AXES[axis]
+        ch = arr.chunks
         r0, r1, c0, c1 = region
         out = np.empty((r1 - r0, c1 - c0), np.uint8)
-        for tr in range(r0 // TILE, (r1 - 1) // TILE + 1):
-            for tc in range(c0 // TILE, (c1 - 1) // TILE + 1):
-                tile = self._tile(kind, axis, level, idx, tr, tc)
-                y0, x0 = tr * TILE, tc * TILE
-                ys, ye = max(r0, y0), min(r1, y0 + tile.shape[0])
-                xs, xe = max(c0, x0), min(c1, x0 + tile.shape[1])
-                out[ys - r0: ye - r0, xs - c0: xe - c0] = tile[ys - y0: ye - y0, xs - x0: xe - x0]
+        for i in range(r0 // ch[ra], (r1 - 1) // ch[ra] + 1):
+            for j in range(c0 // ch[ca], (c1 - 1) // ch[ca] + 1):
+                at = [0, 0, 0]
+                at[normal], at[ra], at[ca] = idx // ch[normal], i, j
+                block = self.cache.get((kind, level, *at), lambda: _read_chunk(arr, at))
+                plane = np.take(block, idx % ch[normal], axis=normal)
+                y0, x0 = i * ch[ra], j * ch[ca]
+                ys, ye = max(r0, y0), min(r1, y0 + plane.shape[0])
+                xs, xe = max(c0, x0), min(c1, x0 + plane.shape[1])
+                out[ys - r0: ye - r0, xs - c0: xe - c0] = plane[ys - y0: ye - y0, xs - x0: xe - x0]
         return out
 
-    def _tile(self, kind: str, axis: str, level: int, idx: int, tr: int, tc: int) -> np.ndarray:
-        key = (kind, axis, level, idx, tr, tc)
-        with self._lock:
-            if key in self._tiles:
-                self._tiles.move_to_end(key)
-                return self._tiles[key]
-        rows, cols = self.plane_shape(axis, level)
-        rs = slice(tr * TILE, min((tr + 1) * TILE, rows))
-        cs = slice(tc * TILE, min((tc + 1) * TILE, cols))
-        if kind == "labels":
-            tile = self._label_tile(axis, level, idx, rs, cs)
-        else:
-            arr = (self.raw if kind == "raw" else self.prediction).levels[level]
-            sel: list = [None, None, None]
-            normal, ra, ca = AXES[axis]
-            sel[normal], sel[ra], sel[ca] = idx, rs, cs
-            tile = np.asarray(arr[tuple(sel)], dtype=np.uint8)
-        with self._lock:
-            self._tiles[key] = tile
-            while len(self._tiles) > self._max_tiles:
-                self._tiles.popitem(last=False)
-        return tile
-
-    def _label_tile(self, axis: str, level: int, pos: int, rs: slice, cs: slice) -> np.ndarray:
+    def _labels(self, axis: str, level: int, pos: int, region) -> np.ndarray:
         """Level-`level` pixels sample the level-0 voxel at their centre; later blocks win."""
         normal, ra, ca = AXES[axis]
         f = self._factors[level]
-        rr = np.arange(rs.start, rs.stop) * f[ra] + f[ra] // 2
-        cc = np.arange(cs.start, cs.stop) * f[ca] + f[ca] // 2
-        tile = np.zeros((rr.size, cc.size), np.uint8)
+        r0, r1, c0, c1 = region
+        rr = np.arange(r0, r1) * f[ra] + f[ra] // 2
+        cc = np.arange(c0, c1) * f[ca] + f[ca] // 2
+        out = np.zeros((rr.size, cc.size), np.uint8)
         for block in self.label_blocks:
             o, s = block.offset, block.shape
             if not o[normal] <= pos < o[normal] + s[normal]:
@@ -198,13 +248,23 @@ class SliceSource:
                 continue
             plane = np.take(_block_array(block.path), pos - o[normal], axis=normal)
             vals = plane[np.ix_(ri[rm], ci[cm])]
-            patch = tile[np.ix_(rm, cm)]
-            tile[np.ix_(rm, cm)] = np.where(vals > 0, vals, patch)
-        return tile
+            patch = out[np.ix_(rm, cm)]
+            out[np.ix_(rm, cm)] = np.where(vals > 0, vals, patch)
+        return out
+
+
+def _span(lo: float, hi: float, n: int) -> tuple[int, int]:
+    """Whole pixels [i0, i1) covering [lo, hi), clipped to 0..n."""
+    return min(max(math.floor(lo + EPS), 0), n), min(max(math.ceil(hi - EPS), 0), n)
+
+
+def _read_chunk(arr: zarr.Array, at: Sequence[int]) -> np.ndarray:
+    """One chunk-aligned read: zarr fetches and decodes exactly this chunk (of its shard)."""
+    sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(at, arr.chunks, arr.shape))
+    return np.asarray(arr[sel], dtype=np.uint8)
 
 
 @lru_cache(maxsize=16)
 def _block_array(path: str) -> np.ndarray:
     """Label blocks are small and stored as one chunk: decode each once."""
     return np.asarray(zarr.open_array(path, mode="r")[:])
-

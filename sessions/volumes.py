@@ -18,31 +18,11 @@ from sessions.convert import plan_conversion
 from sessions.errors import FibError
 from sessions.geometry import fmt, unfmt
 from sessions.ingest import Ingest
-from sessions.sources import Source, open_source
+from sessions.sources import ArraySource, open_source
 from sessions.timeutil import now
 from sessions.workspace import Session
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class ArraySource(Source):
-    """An in-memory uint8 array as a source (tests, generated data): no files, so nothing to checksum."""
-
-    kind = "array"
-
-    def __init__(self, array: np.ndarray, label: str):
-        if array.ndim != 3 or array.dtype != np.uint8:
-            raise FibError(f"{label}: need a 3D uint8 array, got {array.ndim}D {array.dtype}")
-        self.array, self.path, self.shape, self.dtype = array, Path(label), tuple(array.shape), array.dtype
-
-    def _read(self, out, z0, z1, y0, y1):
-        out[...] = self.array[z0:z1, y0:y1]
-
-    def files(self):
-        return []
-
-    def describe(self):
-        return f"in-memory array {self.shape}"
 
 
 def check_name(name: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import tifffile
@@ -10,7 +13,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from sessions import jobs, labels, omezarr, rounds, volumes
 from sessions.jobfiles import atomic_write_json
-from sessions.slices import AXES, SliceSource, choose_level
+from sessions.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
 from sessions.workspace import init_session
 
 SHAPE, VOXEL = (24, 150, 140), (24.0, 8.0, 8.0)   # anisotropic: z is 3x coarser
@@ -26,7 +29,7 @@ def session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slices")
     s = init_session(tmp / "s")
     raw = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
-    volumes.write_volume(s, "v", SHAPE, VOXEL, [(0, raw)], source="test", sha256="0")
+    volumes.write_volume(s, "v", raw, VOXEL, source="test")
     r = rounds.new_round(s)
     crop = np.zeros((6, 40, 30), np.uint8)
     crop[:, 5:35, 3:27] = 1
@@ -69,6 +72,11 @@ def test_read_matches_the_level_arrays(session, axis):
                 assert np.array_equal(got.raw, plane(arr, axis, pos // f)[r0:r1, c0:c1])
                 assert np.array_equal(got.prediction, plane(pred, axis, pos // f)[r0:r1, c0:c1])
     assert np.array_equal(src.read(axis, 3, 0, (0, 5, 0, 5)).raw, plane(raw, axis, 3)[:5, :5])
+    # view = the level it picks, then read: overlays come along
+    data, level = src.view(axis, 3, (0, 5, 0, 5), (5, 5))
+    again = src.read(axis, 3, level, (0, 5, 0, 5))
+    assert level == 0 and all(np.array_equal(a, b) for a, b in
+                              ((data.raw, again.raw), (data.labels, again.labels), (data.prediction, again.prediction)))
 
 
 @pytest.mark.parametrize("axis", ["xy", "xz", "yz"])
@@ -101,9 +109,64 @@ def test_read_rejects_outside(session):
 
 def test_choose_level():
     scales = [(24, 8, 8), (24, 16, 16), (24, 32, 32), (48, 64, 64)]
-    assert [choose_level(scales, "xy", nm) for nm in (4, 8, 15, 16, 40, 64, 1e6)] == [0, 0, 0, 1, 2, 3, 3]
+    nms = (4, 8, 12, 15, 16, 40, 64, 1e6)
+    # never coarser than the screen pixel
+    assert [choose_level(scales, "xy", nm, 1.0) for nm in nms] == [0, 0, 0, 0, 1, 2, 3, 3]
+    # nearest in log scale: a level pixel may be up to √2 screen pixels
+    assert [choose_level(scales, "xy", nm) for nm in nms] == [0, 0, 1, 1, 1, 2, 3, 3]
     # xz: z (24 nm) can get no finer than level 0's, so only x decides until z coarsens
-    assert [choose_level(scales, "xz", nm) for nm in (8, 16, 32, 48, 64)] == [0, 1, 2, 2, 3]
+    assert [choose_level(scales, "xz", nm, 1.0) for nm in (8, 16, 32, 48, 64)] == [0, 1, 2, 2, 3]
+    assert [choose_level(scales, "xz", nm) for nm in (8, 16, 32, 34, 48)] == [0, 1, 2, 2, 3]
+
+
+@pytest.mark.parametrize("rule, expected", [
+    (MAX_UPSAMPLE, {"xy": [0, 1, 1, 2, 2], "xz": [0, 1, 1, 1, 2]}),
+    (1.0, {"xy": [0, 0, 1, 1, 2], "xz": [0, 0, 1, 1, 1]}),
+])
+def test_view_picks_the_level(session, rule, expected):
+    """576 × 1152 nm on screens of 8, 12, 16, 24, 36 nm pixels; levels are (24,8,8), (24,16,16), (48,32,32) nm."""
+    src = SliceSource(volumes.open_volume(session[0], "v"), max_upsample=rule)
+    assert src.scales == [(24, 8, 8), (24, 16, 16), (48, 32, 32)]
+    rows0 = {"xy": 72, "xz": 24}   # 576 nm of y, or of z
+    for axis, levels in expected.items():
+        got = [src.view(axis, 3, (0, rows0[axis], 0, 144), (576 // nm, 1152 // nm))[1] for nm in (8, 12, 16, 24, 36)]
+        assert got == levels, axis
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """Small chunks (4,16,16) in shards (8,32,32), so views cross both; a prediction on another, unsharded grid."""
+    tmp = tmp_path_factory.mktemp("sharded")
+    shape, vs = (40, 150, 130), (8, 8, 8)
+    rng = np.random.default_rng(1)
+    paths = tmp / "v.ome.zarr", tmp / "p.ome.zarr"
+    for path, kw in zip(paths, ({"chunks": (4, 16, 16), "shards": (8, 32, 32)}, {"chunks": (8, 24, 40)})):
+        ms = omezarr.create(path, shape, vs, **kw)
+        ms.levels[0][:] = rng.integers(1, 256, shape, dtype=np.uint8)
+        omezarr.build_pyramid(ms)
+    return paths
+
+
+def span(lo: float, hi: float, f: int, n: int) -> tuple[int, int]:
+    return max(math.floor(lo / f), 0), min(math.ceil(hi / f), n)
+
+
+@pytest.mark.parametrize("axis", ["xy", "xz", "yz"])
+def test_view_returns_the_level_pixels(sharded, axis):
+    ms, pred = (omezarr.open_multiscale(p) for p in sharded)
+    src = SliceSource(ms, prediction=pred)
+    normal, ra, ca = AXES[axis]
+    region0 = (13.5, 63.5, 29.25, 89.25)   # unaligned; past the plane's end for yz (z is 40 deep)
+    for out, want in (((50, 60), 0), ((25, 30), 1), ((12, 15), 2)):
+        f = 2 ** want
+        levels = ms.levels[want][:], pred.levels[want][:]
+        for pos in (0, 13, ms.shape[normal] - 1):
+            data, level = src.view(axis, pos, region0, out)
+            r0, r1 = span(*region0[:2], f, levels[0].shape[ra])
+            c0, c1 = span(*region0[2:], f, levels[0].shape[ca])
+            assert level == want and data.origin == (r0, c0)
+            for got, arr in zip((data.raw, data.prediction), levels):
+                assert np.array_equal(got, plane(arr, axis, pos // f)[r0:r1, c0:c1])
 
 
 class CountingStore(WrapperStore):
@@ -118,19 +181,53 @@ class CountingStore(WrapperStore):
         return await self._store.get(key, prototype, byte_range)
 
 
-def test_zoomed_in_read_touches_few_chunks(tmp_path):
-    path = tmp_path / "big.ome.zarr"
-    ms = omezarr.create(path, (4, 1024, 1024), (8, 8, 8), chunks=(1, 64, 64))
-    ms.levels[0][:] = np.broadcast_to(np.arange(1024).astype(np.uint8), (4, 1024, 1024))
+def test_stepping_and_panning_read_only_new_chunks(sharded):
+    path = sharded[0]
     store = CountingStore(LocalStore(str(path), read_only=True))
     group = zarr.open_group(store=store, mode="r")
-    counted = omezarr.Multiscale(path, group, [group[str(i)] for i in range(len(ms.levels))], ms.scales)
-    src = SliceSource(counted)
-    store.keys.clear()
-    got = src.read("xy", 2, 0, (300, 310, 700, 720))
-    chunks = {k for k in store.keys if "/c/" in k}
-    assert np.array_equal(got.raw, np.broadcast_to(np.arange(700, 720).astype(np.uint8), (10, 20)))
-    assert 0 < len(chunks) <= 4 < (1024 // 64) ** 2  # one 128x128 tile of 64x64 chunks, not the whole slice
-    store.keys.clear()
-    src.read("xy", 2, 0, (302, 308, 705, 715))
-    assert not [k for k in store.keys if "/c/" in k]  # served from the tile cache
+    ms = omezarr.open_multiscale(path)
+    src = SliceSource(omezarr.Multiscale(path, group, [group[str(i)] for i in range(len(ms.levels))], ms.scales))
+    ch = ms.levels[0].chunks
+
+    def look(z: int, c0: int) -> tuple[int, int]:
+        """Chunks loaded and storage reads for a 40×40 xy view at level 0."""
+        store.keys.clear()
+        loads = src.cache.reads
+        data, level = src.view("xy", z, (20, 60, c0, c0 + 40), (40, 40))
+        assert level == 0 and np.array_equal(data.raw, ms.levels[0][z, 20:60, c0:c0 + 40])
+        return src.cache.reads - loads, len([k for k in store.keys if "/c/" in k])
+
+    def under(lo: int, hi: int, c: int) -> set[int]:
+        return set(range(lo // c, (hi - 1) // c + 1))
+
+    rows = len(under(20, 60, ch[1]))
+    loads, reads = look(5, 20)
+    assert loads == rows * len(under(20, 60, ch[2])) and reads > 0
+    assert look(6, 20) == look(7, 20) == (0, 0)    # z 4..7 is one chunk deep: no storage read at all
+    loads, reads = look(8, 20)                       # the next chunk layer
+    assert loads == rows * len(under(20, 60, ch[2])) and reads > 0
+    loads, reads = look(8, 30)                       # a pan loads only the chunk column it uncovers
+    assert loads == rows * len(under(30, 70, ch[2]) - under(20, 60, ch[2])) > 0 and reads > 0
+    assert look(8, 25) == (0, 0)                     # panning back
+
+
+def test_cache_stays_within_its_byte_bound(sharded):
+    ms = omezarr.open_multiscale(sharded[0])
+    vol = ms.levels[0][:]
+    chunk = math.prod(ms.levels[0].chunks)
+    src = SliceSource(ms, cache_bytes=5 * chunk)
+    rng = np.random.default_rng(2)
+    views = [(int(rng.integers(0, 40)), int(rng.integers(0, 100)), int(rng.integers(0, 80))) for _ in range(60)]
+
+    def look(v):
+        z, r0, c0 = v
+        data, _ = src.view("xy", z, (r0, r0 + 40, c0, c0 + 40), (40, 40))
+        assert np.array_equal(data.raw, vol[z, r0:r0 + 40, c0:c0 + 40])
+        assert src.cache.nbytes <= src.cache.max_bytes
+
+    with ThreadPoolExecutor(4) as pool:   # the TUI's frame worker and a cancelled one may overlap
+        list(pool.map(look, views))
+    assert 0 < src.cache.nbytes <= 5 * chunk < src.cache.reads * chunk
+    tiny = SliceSource(ms, cache_bytes=chunk - 1)   # a chunk larger than the bound is used, not kept
+    assert np.array_equal(tiny.view("xy", 3, (0, 40, 0, 40), (40, 40))[0].raw, vol[3, :40, :40])
+    assert tiny.cache.nbytes == 0

@@ -72,18 +72,24 @@ def initial_view(source: SliceSource, width: int, height: int) -> View:
     return View("xy", focus, fit_nm(source, "xy", width, height))
 
 
+def screen_span(centre_nm: float, n: int, out_nm: float, px_nm: float) -> tuple[float, float]:
+    """[start, stop) of `n` screen pixels of `out_nm` centred on `centre_nm`, in pixels of `px_nm`."""
+    start = (centre_nm - n * out_nm / 2) / px_nm
+    return start, start + n * out_nm / px_nm
+
+
 def build_frame(source: SliceSource, view: View, width: int, height: int) -> np.ndarray:
-    """RGB pixels (2·height × width) of the view: read the needed region of one level, resample, overlay."""
+    """RGB pixels (2·height × width) of the view: read what the screen covers at the level
+    the source picks, resample to the screen, overlay."""
     _, ra, ca = AXES[view.axis]
-    level = source.choose_level(view.axis, view.out_nm)
-    pr, pc = source.pixel_nm(view.axis, level)
-    rows, cols = source.plane_shape(view.axis, level)
-    s0 = source.scales[0]
-    r0, r1, rp = halfblock.window(2 * height, view.focus[ra] * s0[ra], view.out_nm, pr, rows)
-    c0, c1, cp = halfblock.window(width, view.focus[ca] * s0[ca], view.out_nm, pc, cols)
-    if r0 >= r1 or c0 >= c1:
-        return np.full((2 * height, width, 3), halfblock.BACKGROUND, np.uint8)
-    data = source.read(view.axis, view.pos(source), level, (r0, r1, c0, c1))
+    out, s0 = (2 * height, width), source.scales[0]
+    centre = [view.focus[a] * s0[a] for a in (ra, ca)]
+    region0 = tuple(v for c, n, a in zip(centre, out, (ra, ca)) for v in screen_span(c, n, view.out_nm, s0[a]))
+    data, level = source.view(view.axis, view.pos(source), region0, out)
+    # the same screen in pixels of the level read, counted from the data's first pixel
+    px = source.pixel_nm(view.axis, level)
+    rp, cp = (halfblock.plan(n, screen_span(c, n, view.out_nm, p)[0] - o, view.out_nm / p, m)
+              for c, n, p, o, m in zip(centre, out, px, data.origin, data.raw.shape))
     overlay = view.overlay_name
     labels = data.labels if "labels" in overlay else None
     pred = data.prediction if "prediction" in overlay else None
