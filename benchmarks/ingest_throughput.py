@@ -2,6 +2,8 @@
 
 - codec limit: the chosen codec (zstd-3 on 16×128×128 chunks) compressing the same data, already in
   memory, with all cores — what no ingest can beat;
+- write limit: writing the same number of bytes as 16 MB files with all cores, the way the ingest
+  writes shards (O_DIRECT) — on this VM writing is not free, so the fair bound is codec + write;
 - fibtui: `sessions.volumes.ingest` end to end: read the TIFF, level 0, the whole pyramid, the BLAKE3
   of the source, atomic shard writes, the ledger;
 - naive: TIFF pages → `zarr_array[z0:z1] = slab` on 64×256×256 chunks, zstd-3 (the guide's anchor).
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
+import os
 import shutil
 import statistics
 import sys
@@ -75,6 +79,30 @@ def codec_limit(src: Path, workers: int) -> float:
     return total
 
 
+def write_limit(nbytes: int, work: Path, workers: int) -> float:
+    """Seconds to write `nbytes` as 16 MB files (like the shards) with all cores, with O_DIRECT."""
+    out = work / "writes"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    payload = mmap.mmap(-1, 16 << 20)   # page-aligned, as O_DIRECT needs
+    payload.write(np.random.default_rng(0).integers(0, 255, 16 << 20, dtype=np.uint8).tobytes())
+    n = -(-nbytes // len(payload))
+
+    def put(i):
+        fd = os.open(out / str(i), os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+        try:
+            os.write(fd, payload)
+        finally:
+            os.close(fd)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, range(n)))
+    dt = time.perf_counter() - t
+    shutil.rmtree(out)
+    return dt
+
+
 def fibtui_ingest(src: Path, work: Path, workers: int) -> float:
     shutil.rmtree(work / "s", ignore_errors=True)
     s = init_session(work / "s")
@@ -114,10 +142,12 @@ def main() -> None:
         rounds = []
         for r in range(args.repeats):
             lim = codec_limit(src, args.workers)
+            wr = write_limit(nbytes, work, args.workers)
             fib = fibtui_ingest(src, work, args.workers)
             naive = naive_loop(src, work) if r == 0 else None
-            rounds.append({"codec_limit_gbs": nbytes / lim / 1e9, "fibtui_gbs": nbytes / fib / 1e9,
-                           "ratio_to_codec_limit": lim / fib,
+            rounds.append({"codec_limit_gbs": nbytes / lim / 1e9, "write_limit_gbs": nbytes / wr / 1e9,
+                           "fibtui_gbs": nbytes / fib / 1e9, "ratio_to_codec_limit": lim / fib,
+                           "ratio_to_codec_plus_write": (lim + wr) / fib,
                            "naive_gbs": None if naive is None else nbytes / naive / 1e9,
                            "speedup_vs_naive": None if naive is None else naive / fib})
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in rounds[-1].items() if v is not None),
@@ -126,19 +156,23 @@ def main() -> None:
         result = {"source": "vnc-mito tiled" if VNC.exists() else "synthetic", "shape": shape,
                   "source_gb": nbytes / 1e9, "workers": args.workers, "rounds": rounds,
                   "median_ratio_to_codec_limit": statistics.median(r["ratio_to_codec_limit"] for r in rounds),
+                  "median_ratio_to_codec_plus_write": statistics.median(r["ratio_to_codec_plus_write"]
+                                                                        for r in rounds),
                   "median_round": mid, "speedup_vs_naive": rounds[0]["speedup_vs_naive"]}
         if args.json:
             print(json.dumps(result, indent=2))
         else:
             print(f"source {result['source']} {shape} = {nbytes / 1e9:.2f} GB, {args.workers} workers")
-            print("| round | codec limit GB/s | fibtui ingest GB/s | ratio | naive loop GB/s | fibtui ÷ naive |")
-            print("|---|---|---|---|---|---|")
+            print("| round | codec limit GB/s | write limit GB/s | fibtui ingest GB/s | ÷ codec limit | "
+                  "÷ (codec + write) | naive loop GB/s | fibtui ÷ naive |")
+            print("|---|---|---|---|---|---|---|---|")
             for i, r in enumerate(rounds, 1):
                 nv = "" if r["naive_gbs"] is None else f"{r['naive_gbs']:.3f}"
                 sp = "" if r["speedup_vs_naive"] is None else f"{r['speedup_vs_naive']:.1f}×"
-                print(f"| {i} | {r['codec_limit_gbs']:.3f} | {r['fibtui_gbs']:.3f} | "
-                      f"{r['ratio_to_codec_limit']:.2f} | {nv} | {sp} |")
-            print(f"median ratio to codec limit: {result['median_ratio_to_codec_limit']:.2f} (target ≥ 0.70)")
+                print(f"| {i} | {r['codec_limit_gbs']:.3f} | {r['write_limit_gbs']:.3f} | {r['fibtui_gbs']:.3f} | "
+                      f"{r['ratio_to_codec_limit']:.2f} | {r['ratio_to_codec_plus_write']:.2f} | {nv} | {sp} |")
+            print(f"median ratio to codec limit: {result['median_ratio_to_codec_limit']:.2f} (target ≥ 0.70); "
+                  f"to codec + write: {result['median_ratio_to_codec_plus_write']:.2f}")
         print(f"reproduce: python benchmarks/ingest_throughput.py --gb {args.gb} --repeats {args.repeats}",
               file=sys.stderr)
     finally:

@@ -20,10 +20,12 @@ from sessions.errors import FibError
 
 NGFF_VERSION = "0.5"
 AXES = ("z", "y", "x")
+# Stores written block by block by jobs (predictions): unsharded, since two writers of one shard would race.
 DEFAULT_CHUNKS = (16, 128, 128)
-# Ingested volumes: shards of whole chunks, one file each (see docs/benchmarks.md, "layout").
-# Stores written block by block by jobs (predictions) stay unsharded: two writers, one shard, would race.
-DEFAULT_SHARDS = (64, 512, 512)
+# Ingested volumes: 16 MB shards (one file each, 60k files per TB) of chunks small enough that
+# the viewer reads little more than it shows. Measured trade-off: docs/benchmarks.md, "Layout".
+VOLUME_CHUNKS = (16, 128, 128)
+VOLUME_SHARDS = (64, 512, 512)
 Progress = Callable[[int, int], None] | None
 
 

@@ -1,7 +1,6 @@
 """Raw-volume readers: every format reads back what was written (whole, by y-band, from two threads),
 carries its voxel size, and every bad input fails at open with one line that names it."""
 
-import blake3
 import json
 import os
 import random
@@ -16,7 +15,6 @@ import tifffile
 import zarr
 
 from sessions.errors import FibError
-from sessions.ingest import checksum_files
 from sessions.sources import open_source
 
 SHAPE = (12, 40, 56)
@@ -169,11 +167,10 @@ def test_folder_natural_order_and_files(tmp_path):
     np.testing.assert_array_equal(src.read(0, 12), vol)  # s10 is z 9, not z 1
 
 
-def test_files_and_checksum_cover_the_array(tmp_path):
+def test_files_cover_the_array(tmp_path):
     vol = volume(np.uint8)
     src = open_source(make("tiff", tmp_path, vol)[0])
     assert src.files() == [src.path]
-    assert checksum_files(src.files()) == "blake3:" + blake3.blake3(src.path.read_bytes()).hexdigest()
     ome = open_source(make("ome-zarr-0.5", tmp_path, vol)[0])
     rel = [f.relative_to(ome.path).as_posix() for f in ome.files()]
     assert rel[0] == "zarr.json" and all(r.startswith("0/") for r in rel[1:]) and len(rel) > 10
