@@ -49,19 +49,6 @@ def plan(n_out: int, start: float, step: float, n_src: int) -> Plan:
     return Plan(np.clip(lo, 0, top), np.clip(hi, 1, max(n_src, 1)), np.clip(centre, 0, top), valid)
 
 
-def window(n_out: int, centre: float, out_size: float, px_size: float, n_src: int) -> tuple[int, int, Plan]:
-    """The source range [i0, i1) an output axis of `n_out` pixels needs, and its plan.
-
-    Sizes are physical (nm): the view is centred on `centre`, output pixels
-    are `out_size`, source pixels `px_size`. The plan is relative to i0.
-    """
-    start = (centre - n_out * out_size / 2) / px_size
-    step = out_size / px_size
-    i0 = int(min(max(np.floor(start), 0), n_src))
-    i1 = int(min(max(np.ceil(start + n_out * step), 0), n_src))
-    return i0, i1, plan(n_out, start - i0, step, i1 - i0)
-
-
 def resample_mean(a: np.ndarray, rows: Plan, cols: Plan) -> np.ndarray:
     """Box-filter resize: averages when shrinking, repeats (nearest) when enlarging."""
     out = a.astype(np.float64)
