@@ -294,7 +294,7 @@ class Ingest:
         tasks = [(j, b) for j in range(-(-Z // SLAB)) for b in range(-(-Y // rows))]
         todo = [t for t in tasks if not self._done(si, *t).exists()]
         done = Z * Y - sum((min(SLAB, Z - j * SLAB)) * min(rows, Y - b * rows) for j, b in todo)
-        label = "level 0" if si == 0 else f"levels {stage.first}-{stage.last}"
+        label = f"level {stage.first}" if stage.first == stage.last else f"levels {stage.first}-{stage.last}"
         voxel_bytes = self.source.dtype.itemsize * X if si == 0 else X
         self._report(label, done // Y, Z, "")
         fresh = 0
@@ -308,7 +308,7 @@ class Ingest:
                         done += n
                         fresh += n
                     rate = fresh * voxel_bytes / max(time.monotonic() - t0, 1e-9)
-                    self._report(label, done // Y, Z, f"{rate / 1e6:,.0f} MB/s")
+                    self._report(label, done // Y, Z, f"{rate / 1e6:,.0f} MB/s" if si == 0 else "")
             except BaseException:
                 for fut in futures:
                     fut.cancel()
