@@ -9,7 +9,8 @@ follow in a second stage from the last level written, the same way. Every
 shard is written aside and renamed and is a pure function of the source, so
 a run killed at any moment and started again skips the finished tasks and
 ends byte-identical to an uninterrupted one. Memory is `workers` tasks,
-whatever the volume's size.
+whatever the volume's size. The tasks also hash the source voxels they
+read, so the provenance checksum costs no second pass over a TB source.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import blake3
 import numpy as np
 
 from sessions import omezarr
-
 from sessions.errors import FibError
 from sessions.shards import ShardWriter
 
@@ -53,7 +53,14 @@ class Stage:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """Every CPU this process may use (a Slurm allocation's, under Slurm), but at most 8 and one per
+    GB of available memory: a login node has many cores and many users."""
+    try:
+        with open("/proc/meminfo") as fh:
+            avail_gb = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable")) >> 20
+    except (OSError, StopIteration, ValueError):
+        avail_gb = 8
+    return max(1, min(len(os.sched_getaffinity(0)), 8, avail_gb))
 
 
 def layout(shape, voxel_size) -> tuple[list, list, list[Stage]]:

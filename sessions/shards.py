@@ -139,14 +139,9 @@ class ShardWriter:
             view[offset: offset + len(part)] = part
             offset += len(part)
         view[size:padded] = bytes(padded - size)
+        fd = None
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            self.direct = False
-            return False
-        try:
             done = 0
             while done < padded:
                 done += os.write(fd, view[done:padded])
@@ -157,5 +152,6 @@ class ShardWriter:
             self.direct = False
             return False
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         return True

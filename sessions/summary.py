@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sessions import journal
 from sessions.workspace import Session
 
@@ -28,7 +30,9 @@ def summarize(session: Session) -> dict:
         })
     return {
         "session": str(session.root),
-        "volumes": [{k: v[k] for k in ("name", "shape", "voxel_size", "levels", "source", "source_checksum")}
+        "volumes": [{**{k: v[k] for k in ("name", "shape", "voxel_size", "levels", "source", "source_format",
+                                          "source_dtype", "source_checksum")},
+                     "conversion": json.loads(v["conversion"]) if v["conversion"] else None}
                     for v in db["volumes"].rows],
         "rounds": rounds,
         "holdout": {"drawn": db["holdout"].count, "labelled": db["holdout"].count_where("labels_path is not null")},
