@@ -37,17 +37,18 @@ from numcodecs import Zstd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sessions import omezarr, volumes  # noqa: E402
+from fibtui.bench_formats import shared_vnc  # noqa: E402
+from sessions import volumes  # noqa: E402
 from sessions.ingest import default_workers  # noqa: E402
 from sessions.workspace import init_session  # noqa: E402
 
-VNC = ROOT.parent / "shared" / "data" / "vnc-mito" / "raw.tif"
+VNC = shared_vnc()
 
 
 def make_source(path: Path, gb: float, side: int = 2048) -> tuple[int, int, int]:
     """A multipage BigTIFF of real EM texture (vnc-mito tiled, mirrored per repeat) or, without it, synthetic."""
     depth = max(64, int(gb * 1e9 / side / side))
-    if VNC.exists():
+    if VNC is not None:
         em = tifffile.imread(VNC)
     else:
         from sessions import synth
@@ -153,7 +154,7 @@ def main() -> None:
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in rounds[-1].items() if v is not None),
                   file=sys.stderr)
         mid = sorted(rounds, key=lambda x: x["ratio_to_codec_limit"])[len(rounds) // 2]
-        result = {"source": "vnc-mito tiled" if VNC.exists() else "synthetic", "shape": shape,
+        result = {"source": "vnc-mito tiled" if VNC is not None else "synthetic", "shape": shape,
                   "source_gb": nbytes / 1e9, "workers": args.workers, "rounds": rounds,
                   "median_ratio_to_codec_limit": statistics.median(r["ratio_to_codec_limit"] for r in rounds),
                   "median_ratio_to_codec_plus_write": statistics.median(r["ratio_to_codec_plus_write"]

@@ -40,13 +40,14 @@ import tifffile
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
+from fibtui.bench_formats import shared_vnc
 from fibtui.tui import halfblock
 from fibtui.tui.viewer import screen_span
 from sessions import omezarr
 from sessions.geometry import unfmt
 from sessions.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
 
-RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnc-mito" / "raw.tif"
+RAW = shared_vnc()
 SCREEN = (96, 160)     # half-block pixels (rows, cols) of an 80×48-cell pane
 TARGET = 4.0           # storage bytes per byte shown
 VOXEL = 8.0
@@ -79,7 +80,7 @@ class CountingStore(WrapperStore):
 
 def texture(rng: np.random.Generator):
     """box (level voxels) -> uint8 EM texture ≥ 1, so a 0 on screen can only be an absent chunk."""
-    src = tifffile.imread(RAW) if RAW.exists() else rng.integers(1, 256, (16, 256, 256), dtype=np.uint8)
+    src = tifffile.imread(RAW) if RAW is not None else rng.integers(1, 256, (16, 256, 256), dtype=np.uint8)
     src = np.maximum(src, 1)
     return lambda box: src[np.ix_(*(np.arange(a, b) % n for (a, b), n in zip(box, src.shape)))]
 
@@ -243,7 +244,7 @@ def main() -> None:
     quality_rows = quality(tex, [1.5, 1.667, 3.0, 3.333, 6.0])   # mid-octave, and the ladder's offset above
     meta = {"volume": [args.size] * 3, "voxels": args.size ** 3, "chunks": list(ms.levels[0].chunks),
             "shards": list(ms.levels[0].shards or ms.levels[0].chunks), "levels": len(ms.levels), "screen": list(SCREEN),
-            "texture": str(RAW) if RAW.exists() else "noise", "written_voxels": written, "write_s": write_s,
+            "texture": str(RAW) if RAW is not None else "noise", "written_voxels": written, "write_s": write_s,
             "steps": args.steps, "command": command}
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows, "quality": quality_rows}, indent=1))

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import zarr
 import zarr.codecs
 from numcodecs import LZ4, Zstd
 
-ROOT = Path(__file__).resolve().parents[1]
-VNC = ROOT.parent / "shared" / "data" / "vnc-mito" / "raw.tif"
+from fibtui.bench_formats import load_volume
+
 
 LAYOUTS = {  # name: (inner chunks, shards or None)
     "chunks 16×128×128": ((16, 128, 128), None),
@@ -37,13 +36,6 @@ LAYOUTS = {  # name: (inner chunks, shards or None)
     "shards 64×512×512 of 32×32×32": ((32, 32, 32), (64, 512, 512)),
     "shards 64×512×512 of 4×256×256": ((4, 256, 256), (64, 512, 512)),
 }
-
-
-def volume(shape) -> np.ndarray:
-    em = tifffile.imread(VNC) if VNC.exists() else np.random.default_rng(0).normal(128, 30, (20, 1024, 1024)
-                                                                                   ).clip(0, 255).astype(np.uint8)
-    reps = [-(-s // e) for s, e in zip(shape, em.shape)]
-    return np.tile(em, reps)[: shape[0], : shape[1], : shape[2]].copy()
 
 
 def timed(fn, n):
@@ -67,7 +59,6 @@ def bench_layout(path: Path, data: np.ndarray, chunks, shards, reads: int, rng) 
                             fill_value=0, compressors=zarr.codecs.ZstdCodec(level=3))
     arr[:] = data
     write_s = time.perf_counter() - t
-    files = sum(1 for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     Z, Y, X = data.shape
     block = (min(64, Z), 256, 256)
@@ -116,7 +107,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
-    data = volume(shape)
+    data, what = load_volume(None, shape, 0, lambda z: None)
     work = Path(tempfile.mkdtemp(prefix="fibtui-layout-"))
     try:
         layouts = {name: bench_layout(work / f"{i}.zarr", data, c, s, args.reads, np.random.default_rng(i))
@@ -127,7 +118,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"shape": shape, "layouts": layouts, "codecs": codecs}, indent=2))
         return
-    print(f"data: {'vnc-mito tiled' if VNC.exists() else 'noise'} {shape}; reads through zarr-python, page cache warm")
+    print(f"data: {what} {shape}; reads through zarr-python, page cache warm")
     print("| layout | files per TB | 3D 64×256×256 MB/s | decoded÷used 3D | xy 512² ms | decoded÷used xy | "
           "xz Z×512 ms | decoded÷used xz | write MB/s (zarr-python) |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -99,11 +99,6 @@ def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
-def slabs(n: int, step: int) -> Iterator[tuple[int, int]]:
-    for z0 in range(0, n, step):
-        yield z0, min(z0 + step, n)
-
-
 def clipped_chunks(shape) -> tuple[int, int, int]:
     return tuple(min(c, s) for c, s in zip(CHUNKS, shape))
 
@@ -144,7 +139,7 @@ class Format:
 
     def write(self, vol: np.ndarray, tick: Tick) -> None:
         with self.writer() as put:
-            for z0, z1 in slabs(vol.shape[0], self.slab):
+            for z0, z1 in omezarr.slabs(vol.shape[0], self.slab):
                 put(z0, vol[z0:z1])
                 tick(z1)
         sync(self.files())
@@ -293,8 +288,8 @@ class Parquet(Format):
                            metadata={"fibtui": json.dumps(meta)})
         with pq.ParquetWriter(self.path, schema, compression="none", use_dictionary=False) as w:
             def put(z0: int, slab: np.ndarray) -> None:
-                for y0, y1 in slabs(self.shape[1], self.brick[1]):
-                    for x0, x1 in slabs(self.shape[2], self.brick[2]):
+                for y0, y1 in omezarr.slabs(self.shape[1], self.brick[1]):
+                    for x0, x1 in omezarr.slabs(self.shape[2], self.brick[2]):
                         cols = list(zip(*self._brick_rows(slab, z0, (y0, y1), (x0, x1), codec)))
                         w.write_table(pa.table([pa.array(c, t.type) for c, t in zip(cols, schema)], schema=schema),
                                       row_group_size=len(cols[0]))  # one brick, one row group
@@ -361,27 +356,22 @@ def shared_vnc() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def stack_shape(path: Path) -> tuple[int, int, int]:
-    """Shape of a multipage TIFF, checked to be a 3D uint8 stack without reading its pixels."""
-    import tifffile
+def open_stack(path: Path):
+    """The --source volume through fibtui's own readers, checked to be 3D uint8 without reading pixels."""
+    from sessions.sources import open_source
 
-    if not path.is_file():
-        raise FibError(f"--source {path}: no such file")
     try:
-        with tifffile.TiffFile(path) as t:
-            shape, dtype = tuple(t.series[0].shape), t.series[0].dtype
-    except Exception as e:  # tifffile raises many types for non-TIFFs
-        raise FibError(f"--source {path}: not a readable TIFF ({type(e).__name__})") from None
-    if len(shape) != 3 or dtype != np.uint8:
-        raise FibError(f"--source {path}: need a 3D uint8 stack (Z,Y,X), got {dtype} {shape}")
-    return shape
+        src = open_source(path)
+    except FibError as e:
+        raise FibError(f"--source {path}: need a 3D uint8 stack ({e})") from None
+    if src.dtype != np.uint8:
+        raise FibError(f"--source {path}: need a 3D uint8 stack (Z,Y,X), got {src.dtype} {src.shape}")
+    return src
 
 
 def read_stack(path: Path) -> np.ndarray:
-    import tifffile
-
-    stack_shape(path)
-    return tifffile.imread(path)
+    src = open_stack(path)
+    return src.read(0, src.shape[0])
 
 
 def tile(vol: np.ndarray, shape) -> np.ndarray:
@@ -603,7 +593,7 @@ def check_room(shape, workdir: Path) -> None:
 
 def formats(shape, source, crop, side, n_crops, n_slices, seed, workdir, keep, warm, as_json) -> None:
     """`fibtui bench formats` (options documented in `fibtui.cli`)."""
-    src_shape = stack_shape(source) if source is not None else None
+    src_shape = open_stack(source).shape if source is not None else None
     shape = parse_triple(shape, "--shape", positive=True) if shape else (src_shape or (128, 1024, 1024))
     crop = parse_triple(crop, "--crop", positive=True)
     check_inputs(shape, crop, side, n_crops, n_slices)

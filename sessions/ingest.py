@@ -32,12 +32,13 @@ import numpy as np
 
 from sessions import omezarr
 from sessions.errors import FibError
-from sessions.shards import ShardWriter
+from sessions.shards import ShardWriter, reused
 
 FORMAT = "fibtui-ingest/1"
 SLAB, BAND = omezarr.VOLUME_SHARDS[:2]   # a task covers whole level-0 shards: 64 slices × 512-row bands
 MIN_DEPTH, MIN_ROWS = 4, 32               # a task feeds a level while it yields at least this much of it
 TASK_BYTES = 256 << 20                    # rows per task: whole slices while a task stays under this
+CONVERT_SLICES = 16                       # converted in pieces this thin, so float32 temporaries stay small
 LEDGER = ".fibtui-ingest"
 Progress = Callable[..., None] | None
 
@@ -111,14 +112,7 @@ def plan_id(source, conversion, voxel_size) -> str:
 
 def estimate_bytes(shape, voxel_size) -> int:
     """Upper bound of the store's size: every level's voxels, uncompressed (EM rarely compresses below 0.7)."""
-    return sum(int(np.prod(s)) for s in level_shapes(shape, voxel_size)) + (1 << 20)
-
-
-def level_shapes(shape, voxel_size) -> list[tuple[int, int, int]]:
-    out = [tuple(shape)]
-    for f in omezarr.pyramid_plan(shape, voxel_size):
-        out.append(tuple(-(-s // k) for s, k in zip(out[-1], f)))
-    return out
+    return sum(int(np.prod(s)) for s in omezarr.level_shapes(shape, voxel_size)) + (1 << 20)
 
 
 def check_free_space(partial: Path, need: int) -> None:
@@ -210,37 +204,24 @@ class Ingest:
         return self.ledger / "done" / f"{stage}-{j}-{b}"
 
     # ------------------------------------------------------------------ work
-    def _buffer(self, key, shape) -> np.ndarray:
-        """A per-thread C-contiguous array reused across tasks: fresh memory costs a page fault
-        per 4 KB, which on a VM is slower than compressing it (measured: 0.55 s per 256 MB)."""
-        bufs = self._tls.__dict__.setdefault("bufs", {})
-        n = int(np.prod(shape))
-        if key not in bufs or bufs[key].size < n:
-            bufs[key] = np.empty(n, np.uint8)
-        return bufs[key][:n].reshape(shape)
-
     def _read_base(self, ms, stage: Stage, z0: int, z1: int, y0: int, y1: int) -> tuple[np.ndarray, list]:
         """Level `stage.first`, region [z0:z1, y0:y1, :], as uint8; from the source also its `unit_digests`."""
         if stage.first == 0:
-            out = self._buffer("base", (z1 - z0, y1 - y0, self.source.shape[2]))
+            out = reused(self._tls, "base", (z1 - z0, y1 - y0, self.source.shape[2]))
             if self.conversion.method == "none":
                 data = self.source.read(z0, z1, y0, y1, out=out)
                 return data, unit_digests(data)
             digests = []
-            step = omezarr.DEFAULT_CHUNKS[0]   # convert in thin pieces: float32 temporaries stay small
-            for a in range(z0, z1, step):
-                b = min(a + step, z1)
+            for a in range(z0, z1, CONVERT_SLICES):
+                b = min(a + CONVERT_SLICES, z1)
                 native = self.source.read(a, b, y0, y1)
                 digests += unit_digests(native)
                 self.conversion.apply(native, out=out[a - z0: b - z0])
             return out, digests
-        f = self._factor(stage.first)
+        f = ms.factor(stage.first)
         above = ms.levels[stage.first - 1]
         block = np.asarray(above[z0 * f[0]: z1 * f[0], y0 * f[1]: y1 * f[1]])
         return omezarr.downsample_mean(block, f)[: z1 - z0, : y1 - y0, : ms.levels[stage.first].shape[2]], []
-
-    def _factor(self, level: int) -> tuple[int, int, int]:
-        return tuple(int(round(b / a)) for a, b in zip(self.ms_scales[level - 1], self.ms_scales[level]))
 
     def _task(self, ms, writers, si: int, stage: Stage, j: int, b: int, rows: int) -> int:
         """One z-slab × y-band of level `first` and everything below it in the stage; returns voxels done."""
@@ -249,10 +230,10 @@ class Ingest:
         data, digest = self._read_base(ms, stage, z0, z1, y0, y1)
         writes = writers[stage.first].write_region(z0, y0, data, self._io)
         for k, lvl in enumerate(range(stage.first + 1, stage.last + 1), start=1):
-            f = self._factor(lvl)
+            f = ms.factor(lvl)
             shape = ms.levels[lvl].shape
-            data = omezarr.downsample_mean(data, f, out=self._buffer(lvl, tuple(-(-s // c) for s, c in
-                                                                               zip(data.shape, f))))
+            out = reused(self._tls, lvl, tuple(-(-s // c) for s, c in zip(data.shape, f)))
+            data = omezarr.downsample_mean(data, f, out=out)
             data = data[:, :, : shape[2]]
             writes += writers[lvl].write_region(z0 // stage.zf[k], y0 // stage.yf[k], data, self._io)
         for w in writes:
@@ -262,7 +243,6 @@ class Ingest:
 
     def run(self) -> dict:
         ms = self._prepare()
-        self.ms_scales = ms.scales
         writers = [ShardWriter(a, self.partial) for a in ms.levels]
         t0 = time.monotonic()
         gc.freeze()   # the collector would walk zarr's and numpy's objects while holding the GIL: 14% of a run

@@ -51,6 +51,14 @@ def pyramid_plan(shape, voxel_size, *, min_extent: int = 64, max_levels: int = 8
     return plan
 
 
+def level_shapes(shape, voxel_size, plan=None) -> list[tuple[int, int, int]]:
+    """The shape of every level of the pyramid (`pyramid_plan`'s unless a plan is given)."""
+    out = [tuple(int(v) for v in shape)]
+    for f in pyramid_plan(shape, voxel_size) if plan is None else plan:
+        out.append(tuple(-(-s // k) for s, k in zip(out[-1], f)))
+    return out
+
+
 def downsample_mean(block: np.ndarray, f, out: np.ndarray | None = None) -> np.ndarray:
     """Mean over 1- or 2-voxel steps per axis, rounded half up; odd extents replicate their edge.
 
@@ -96,6 +104,11 @@ class Multiscale:
     def voxel_size(self) -> tuple[float, float, float]:
         return self.scales[0]
 
+    def factor(self, level: int, base: int | None = None) -> tuple[int, int, int]:
+        """Voxels of level `base` (default: the level above) per voxel of `level`, per axis."""
+        ref = self.scales[level - 1 if base is None else base]
+        return tuple(max(1, int(round(b / a))) for a, b in zip(ref, self.scales[level]))
+
 
 def ome_metadata(name: str, scales, unit: str = "nanometer") -> dict:
     return {
@@ -125,12 +138,10 @@ def create(path: Path, shape, voxel_size, dtype="uint8", *, chunks=DEFAULT_CHUNK
         plan = plan[: max(levels - 1, 0)]
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     arrays, scales = [], []
-    cur_shape, cur_vs = tuple(shape), tuple(float(v) for v in voxel_size)
-    for i in range(len(plan) + 1):
+    cur_vs = tuple(float(v) for v in voxel_size)
+    for i, cur_shape in enumerate(level_shapes(shape, voxel_size, plan)):
         if i:
-            f = plan[i - 1]
-            cur_shape = tuple(-(-s // k) for s, k in zip(cur_shape, f))
-            cur_vs = tuple(v * k for v, k in zip(cur_vs, f))
+            cur_vs = tuple(v * k for v, k in zip(cur_vs, plan[i - 1]))
         ch = tuple(min(c, s) for c, s in zip(chunks[i] if isinstance(chunks, list) else chunks, cur_shape))
         want = shards[i] if isinstance(shards, list) else shards
         sh = None if want is None else tuple(min(h, -(-s // c) * c) for h, s, c in zip(want, cur_shape, ch))
@@ -168,7 +179,7 @@ def build_pyramid(ms: Multiscale, progress: Progress = None) -> None:
     done = 0
     for i in range(1, len(ms.levels)):
         src, dst = ms.levels[i - 1], ms.levels[i]
-        f = tuple(int(round(b / a)) for a, b in zip(ms.scales[i - 1], ms.scales[i]))
+        f = ms.factor(i)
         step = dst.chunks[0]
         for z0, z1 in slabs(dst.shape[0], step):
             block = src[z0 * f[0]: z1 * f[0]]

@@ -32,6 +32,16 @@ ALIGN = 4096            # O_DIRECT wants buffer, offset and length aligned to th
 _CRC = CRC32C()
 
 
+def reused(tls: threading.local, key, shape, dtype=np.uint8) -> np.ndarray:
+    """A C-contiguous array of `shape` from a per-thread buffer that only ever grows: fresh memory
+    costs a page fault per 4 KB, which on a VM is slower than compressing it (0.55 s per 256 MB)."""
+    bufs = tls.__dict__.setdefault("bufs", {})
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if key not in bufs or bufs[key].size < n:
+        bufs[key] = np.empty(n, np.uint8)
+    return bufs[key][:n].view(dtype).reshape(shape)
+
+
 class ShardWriter:
     """Encodes and writes the shards of one zarr v3 array created with a zstd-only sharding codec."""
 
@@ -93,7 +103,9 @@ class ShardWriter:
                 continue
             if sub.shape != c:  # edge chunk: zarr stores full chunks, padded with the fill value
                 sub = np.pad(sub, [(0, k - s) for k, s in zip(c, sub.shape)])
-            buf = self.zstd.encode(self._contiguous(sub))
+            chunk = reused(self._tls, "chunk", sub.shape, sub.dtype)
+            np.copyto(chunk, sub)
+            buf = self.zstd.encode(chunk)
             if len(buf) * 64 < sub.nbytes and not sub.any():  # only a near-empty chunk can be all zero
                 continue
             index[i] = (offset, len(buf))
@@ -103,14 +115,6 @@ class ShardWriter:
             return None
         parts.append(bytes(_CRC.encode(index.tobytes())))
         return parts
-
-    def _contiguous(self, sub: np.ndarray) -> np.ndarray:
-        """Copy into a per-thread buffer: a fresh 256 KB array per chunk page-faults on every use."""
-        buf = getattr(self._tls, "buf", None)
-        if buf is None or buf.shape != sub.shape or buf.dtype != sub.dtype:
-            buf = self._tls.buf = np.empty(sub.shape, sub.dtype)
-        np.copyto(buf, sub)
-        return buf
 
     def _put(self, path: Path, parts: list[bytes] | None) -> int:
         """Write aside and rename, so a shard on disk is always whole."""

@@ -132,7 +132,7 @@ class SliceSource:
         self.label_blocks = list(labels)
         self.max_upsample = max_upsample
         self.scales = [tuple(float(v) for v in s) for s in raw.scales]
-        self._factors = [tuple(max(1, round(s / s0)) for s, s0 in zip(sc, self.scales[0])) for sc in self.scales]
+        self._factors = [raw.factor(level, base=0) for level in range(len(raw.levels))]
         self.cache = ChunkCache(cache_bytes)
 
     @classmethod
