@@ -20,16 +20,26 @@ from sessions.jobfiles import STDERR, STDOUT, read_result
 CANCELLED = "cancelled"  # marker file: tells a cancelled job from a crashed one
 
 
+PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread (its cmdline is empty for good)
+
+
 def _proc_state(pid: int, job_dir: Path) -> str | None:
-    """'alive', 'zombie' or None (gone, or the PID now belongs to someone else)."""
+    """'alive', 'zombie' or None (gone, or the PID now belongs to someone else).
+
+    A process in the middle of exec has an empty cmdline for a moment (the kernel
+    sets argv up after the close-on-exec that lets `Popen` return): that is our
+    job starting, not a stranger, unless it is a kernel thread.
+    """
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    if str(job_dir).encode() not in cmd:
-        return None
-    return "zombie" if stat.rsplit(")", 1)[1].split()[0] == "Z" else "alive"
+    if fields[0] == "Z":
+        return "zombie"
+    if not cmd:
+        return None if int(fields[6]) & PF_KTHREAD else "alive"
+    return "alive" if str(job_dir).encode() in cmd.split(b"\0") else None
 
 
 class LocalExecutor(Executor):
@@ -54,11 +64,13 @@ class LocalExecutor(Executor):
         out = {}
         for ext, job_dir in jobs:
             pid = int(ext)
-            child = self._children.get(pid)
-            if child is not None and child.poll() is not None:
-                self._children.pop(pid)  # reaped: our own child has exited
             job_dir = Path(job_dir).resolve()
-            state = _proc_state(pid, job_dir)
+            child = self._children.get(pid)
+            if child is not None and child.poll() is None:
+                state = "alive"  # our own child, not yet exited: no need to ask /proc
+            else:
+                self._children.pop(pid, None)  # reaped, if it was ours
+                state = _proc_state(pid, job_dir)
             if not job_dir.is_dir():
                 if state == "alive":
                     self._kill(pid)

@@ -45,6 +45,38 @@ CANCELLED = "cancelled"          # marker file: the curator cancelled this job
 APPEND_ONLY = {EVENTS, STDOUT, STDERR}
 NOT_DOWN = {SPEC, SCRIPT, ARRAY_SCRIPT, FINAL_SCRIPT}  # the local copies are the source of these
 
+# `job_alive PID DIR`: true while PID is the job started in DIR (its cmdline holds DIR as an
+# argument) and not a zombie. Mid-exec a process has an empty cmdline for a moment: that is the
+# job starting, unless it is a kernel thread (flag PF_KTHREAD, 0x200000). POSIX sh.
+JOB_ALIVE_SH = """job_alive() {
+  s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  set -- "$1" "$2" $s
+  [ -n "$3" ] && [ "$3" != Z ] || return 1
+  c=$(tr '\\000' '\\n' < "/proc/$1/cmdline" 2>/dev/null)
+  if [ -z "$c" ]; then [ $(( $9 & 2097152 )) -eq 0 ]; return; fi
+  printf '%s\\n' "$c" | grep -qxF -- "$2"
+}"""
+
+
+def start_lines(python: str, rdir: str) -> list[str]:
+    """Shell lines (after JOB_ALIVE_SH) that start `python -m remote.run RDIR` detached and print its PID.
+
+    They print the PID only once `job_alive` knows it (or the process has already ended, at most
+    5 s): until the forked shell has exec'd, its cmdline is the remote shell's, and a status
+    query in that instant would call a starting job gone.
+    """
+    q = shlex.quote
+    return [
+        f"PYTHONUNBUFFERED=1 setsid nohup {q(python)} -m remote.run {q(rdir)} "
+        f"</dev/null >>{q(rdir + '/' + STDOUT)} 2>>{q(rdir + '/' + STDERR)} &",
+        "pid=$! i=0",
+        f"until job_alive $pid {q(rdir)} || [ $i -ge 100 ]; do",
+        '  case "$(sed \'s/^.*) //\' /proc/$pid/stat 2>/dev/null)" in ""|Z*) break;; esac',
+        "  sleep 0.05; i=$((i + 1))",
+        "done",
+        "echo $pid",
+    ]
+
 
 def _fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:…", as OpenSSH prints it
@@ -389,9 +421,8 @@ class SSHExecutor(Executor):
             f"cd {q(rdir)} || exit 4",
             *self.profile.setup,
             f"command -v {py} >/dev/null 2>&1 || {{ echo \"python {self.python} not found\" >&2; exit 3; }}",
-            f"PYTHONUNBUFFERED=1 setsid nohup {py} -m remote.run {q(rdir)} "
-            f"</dev/null >>{q(rdir + '/' + STDOUT)} 2>>{q(rdir + '/' + STDERR)} &",
-            "echo $!",
+            JOB_ALIVE_SH,
+            *start_lines(self.python, rdir),
         ])
         rc, out, err = self.conn.run(script)
         if rc == 3:
@@ -405,12 +436,8 @@ class SSHExecutor(Executor):
     def _probe(self, jobs: list[tuple[str, str]]) -> dict[str, str]:
         """{pid: 'alive' | 'gone'} for many (pid, remote dir) at once, in one remote command."""
         q = shlex.quote
-        lines = ["probe() {",
-                 '  if [ -r "/proc/$1/cmdline" ] &&'
-                 ' tr "\\000" "\\n" < "/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"'
-                 ' && ! grep -q "^[0-9]* (.*) Z" "/proc/$1/stat" 2>/dev/null; then echo "$1 alive"; '
-                 'else echo "$1 gone"; fi', "}"]
-        lines += [f"probe {q(pid)} {q(rdir)}" for pid, rdir in jobs]
+        lines = [JOB_ALIVE_SH]
+        lines += [f"job_alive {q(pid)} {q(rdir)} && echo {q(pid)} alive || echo {q(pid)} gone" for pid, rdir in jobs]
         rc, out, err = self.conn.run("\n".join(lines))
         if rc != 0:
             raise FibError(f"ssh {self.conn.alias}: could not ask for job states ({err.strip()[:200]})")
@@ -419,14 +446,14 @@ class SSHExecutor(Executor):
     def _kill(self, jobs: list[tuple[str, str]], mark: bool) -> None:
         """SIGTERM to the process groups of many (pid, remote dir) in one command; `mark`: write the cancel marker."""
         q = shlex.quote
-        lines = []
+        lines = [JOB_ALIVE_SH]
         for pid, rdir in jobs:
             if not str(pid).isdigit():
                 raise FibError(f"ssh job id {pid!r} is not a process id")
             if mark:
                 lines.append(f"[ -d {q(rdir)} ] && : > {q(rdir + '/' + CANCELLED)}")
             lines += [
-                f'if [ -r /proc/{pid}/cmdline ] && tr "\\000" "\\n" < /proc/{pid}/cmdline | grep -qxF -- {q(rdir)}; then',
+                f"if job_alive {pid} {q(rdir)}; then",
                 f"  kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null",
                 "fi",
             ]
