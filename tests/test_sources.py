@@ -15,7 +15,9 @@ import tifffile
 import zarr
 
 from sessions.errors import FibError
+from sessions import volumes
 from sessions.sources import open_source
+from sessions.workspace import init_session
 
 SHAPE = (12, 40, 56)
 
@@ -238,6 +240,34 @@ def test_page_data_past_end_of_file(tmp_path, compression):
     with tifffile.TiffFile(path, mode="r+b") as tif:
         tif.pages[7].tags["StripOffsets"].overwrite([size - 10])
     refused(path, "holes.tif", "page 7", "truncated")
+
+
+def test_ome_tiff_voxel_size_each_axis_in_its_unit(tmp_path):
+    vol = volume(np.uint8)
+    path = tmp_path / "v.ome.tif"  # z without a unit: µm, the OME schema's default
+    tifffile.imwrite(path, vol, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeZ": 0.01, "PhysicalSizeY": 5, "PhysicalSizeYUnit": "nm",
+        "PhysicalSizeX": 40, "PhysicalSizeXUnit": "Å"})
+    src = open_source(path)
+    assert src.voxel_size == pytest.approx((10.0, 5.0, 4.0))
+    assert "OME" in src.describe()
+    np.testing.assert_array_equal(src.read(0, 12), vol)
+
+
+@pytest.mark.parametrize("metadata", [{"axes": "ZYX"},  # no physical sizes
+                                      {"axes": "ZYX", "PhysicalSizeZ": 8, "PhysicalSizeY": 8},  # x missing
+                                      {"axes": "ZYX", "PhysicalSizeZ": 8, "PhysicalSizeY": 8, "PhysicalSizeX": 8,
+                                       "PhysicalSizeXUnit": "furlong"}])  # a unit we cannot convert
+def test_ome_tiff_without_a_usable_voxel_size_asks_for_one(tmp_path, metadata):
+    path = tmp_path / "v.ome.tif"
+    tifffile.imwrite(path, volume(np.uint8), ome=True, metadata=metadata)
+    assert open_source(path).voxel_size is None
+    s = init_session(tmp_path / "s")
+    try:
+        with pytest.raises(FibError, match="--voxel-size"):
+            volumes.ingest(s, path)
+    finally:
+        s.close()
 
 
 def test_imagej_image_count_disagrees(tmp_path):

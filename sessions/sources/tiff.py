@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 from struct import error as struct_error
@@ -117,6 +118,24 @@ def _voxel_size_from_imagej(tif: tifffile.TiffFile) -> tuple[float, float, float
         return None
 
 
+def _voxel_size_from_ome(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    """OME-TIFF: PhysicalSize{Z,Y,X} of the first image's Pixels, each in its unit (µm by the schema)."""
+    try:
+        root = ET.fromstring(tif.ome_metadata or "")
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    units = [_unit_nm(pixels.get(f"PhysicalSize{ax}Unit", "µm")) for ax in "ZYX"]
+    if None in units:
+        return None
+    try:  # each axis may have its own unit: to nm first
+        return _voxel([float(pixels.get(f"PhysicalSize{ax}")) * u for ax, u in zip("ZYX", units)], 1.0)
+    except (TypeError, ValueError):
+        return None
+
+
 class TiffStack(Source):
     """One multipage TIFF or BigTIFF, a page per z.
 
@@ -169,9 +188,10 @@ class TiffStack(Source):
                     _check_segments(path, page, size, z)
                     self._ifds.append(page.offset)
                     self._offsets.append(_strips_contiguous(page, self._pagebytes))
-            self._desc = (f"{'BigTIFF' if tif.is_bigtiff else 'TIFF'}{' (ImageJ)' if meta else ''}, "
+            flavour = " (ImageJ)" if meta else " (OME)" if tif.is_ome else ""
+            self._desc = (f"{'BigTIFF' if tif.is_bigtiff else 'TIFF'}{flavour}, "
                           f"{Z} pages of {Y}×{X} {self.dtype.name}, {_compression(tif.pages.first)}")
-            self.voxel_size = _voxel_size_from_imagej(tif)
+            self.voxel_size = _voxel_size_from_imagej(tif) or _voxel_size_from_ome(tif)
 
     def _read(self, out, z0, z1, y0, y1):
         _, Y, X = self.shape
