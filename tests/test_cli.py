@@ -48,9 +48,9 @@ def test_every_command_has_help_and_is_documented(cmd):
 
 def _bad_inputs(tmp, s):
     lab = tmp / "lab.tif"
-    tifffile.imwrite(lab, np.ones((4, 16, 16), np.uint8))
+    tifffile.imwrite(lab, np.ones((4, 16, 16), np.uint8), photometric="minisblack")
     wrong = tmp / "wrong.tif"
-    tifffile.imwrite(wrong, np.ones((4, 16, 17), np.uint8))
+    tifffile.imwrite(wrong, np.ones((4, 16, 17), np.uint8), photometric="minisblack")
     (tmp / "notatiff.tif").write_bytes(b"GIF89a not a tiff at all")
     (tmp / "notasession").mkdir(exist_ok=True)
     return {
@@ -117,7 +117,7 @@ def test_version():
 def test_target_named_before_classes_is_checked_at_training(tmp_path):
     raw = np.zeros((8, 32, 32), np.uint8)
     tifffile.imwrite(tmp_path / "v.tif", raw)
-    tifffile.imwrite(tmp_path / "c.tif", np.ones((4, 16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "c.tif", np.ones((4, 16, 16), np.uint8), photometric="minisblack")
     s = tmp_path / "s"
     run_cli("init", s, check=True)
     run_cli("ingest", tmp_path / "v.tif", "--session", s, "--voxel-size", "8,8,8", check=True)

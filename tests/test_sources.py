@@ -62,13 +62,17 @@ def make(fmt, tmp_path, vol):
     if fmt.startswith("tiff"):
         kw = {"tiff": {}, "tiff-zlib": {"compression": "zlib"}, "tiff-zlib-predictor": {"compression": "zlib",
               "predictor": True}, "tiff-bigendian": {"byteorder": ">"}, "tiff-tiled": {"tile": (16, 16)},
-              "tiff-strips": {"rowsperstrip": 7, "metadata": None}}[fmt]
+              "tiff-strips": {"rowsperstrip": 7, "metadata": None},
+              # compressed, many segments: a band decodes only the strips or tiles it needs
+              "tiff-zlib-strips": {"compression": "zlib", "rowsperstrip": 3, "predictor": True, "byteorder": ">"},
+              "tiff-zlib-tiled": {"compression": "zlib", "tile": (16, 32)}}[fmt]
         tifffile.imwrite(p.with_suffix(".tif"), vol, bigtiff=True, **kw)
         return p.with_suffix(".tif"), None
     if fmt == "folder":
         p.mkdir()
         for z in range(vol.shape[0]):
-            tifffile.imwrite(p / f"s{z + 1}.tif", vol[z], compression="zlib" if z % 2 else None)
+            tifffile.imwrite(p / f"s{z + 1}.tif", vol[z], compression="zlib" if z % 2 else None,
+                             rowsperstrip=4 if z % 4 == 1 else None)
         return p, None
     if fmt == "hdf5":
         with h5py.File(p.with_suffix(".h5"), "w") as f:
@@ -99,7 +103,8 @@ def make(fmt, tmp_path, vol):
     raise AssertionError(fmt)
 
 
-FORMATS = ["tiff", "tiff-zlib", "tiff-zlib-predictor", "tiff-bigendian", "tiff-tiled", "tiff-strips", "folder",
+FORMATS = ["tiff", "tiff-zlib", "tiff-zlib-predictor", "tiff-bigendian", "tiff-tiled", "tiff-strips",
+           "tiff-zlib-strips", "tiff-zlib-tiled", "folder",
            "hdf5", "hdf5-bare", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4"]
 
 
@@ -124,7 +129,8 @@ def test_reads_back_what_was_written(fmt, tmp_path):
     assert src.describe() and "\n" not in src.describe()
 
 
-@pytest.mark.parametrize("fmt", ["tiff", "tiff-zlib", "folder", "hdf5", "n5", "zarr3", "ome-zarr-0.5"])
+@pytest.mark.parametrize("fmt", ["tiff", "tiff-zlib", "tiff-zlib-strips", "tiff-zlib-tiled", "folder", "hdf5", "n5",
+                                 "zarr3", "ome-zarr-0.5"])
 def test_two_threads_read_correct_regions(fmt, tmp_path):
     vol = volume(np.uint16)
     src = open_source(make(fmt, tmp_path, vol)[0])
@@ -147,6 +153,24 @@ def test_native_dtypes_kept(dtype, tmp_path):
         src = open_source(make(fmt, tmp_path / fmt, vol)[0])
         assert src.dtype == dtype
         np.testing.assert_array_equal(src.read(2, 5, 1, 30), vol[2:5, 1:30])
+
+
+def test_a_missing_tile_reads_as_zero(tmp_path):
+    vol = volume(np.uint8)
+    path = tmp_path / "sparse.tif"  # writers leave empty tiles out: offset and byte count 0
+    tifffile.imwrite(path, vol, compression="zlib", tile=(16, 16), metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for name in ("TileOffsets", "TileByteCounts"):
+            tag = tif.pages[1].tags[name]
+            values = np.array(tag.value, dtype={3: np.uint16, 4: np.uint32, 16: np.uint64}[int(tag.dtype)])
+            values[4] = 0  # a grid of 3×4 tiles: tile 4 is rows 16:32, columns 0:16
+            tag.overwrite(values)  # in the tag's own type, so it stays in place
+    expected = vol.copy()
+    expected[1, 16:32, 0:16] = 0
+    np.testing.assert_array_equal(tifffile.imread(path), expected)  # tifffile agrees
+    src = open_source(path)
+    np.testing.assert_array_equal(src.read(0, 12), expected)
+    np.testing.assert_array_equal(src.read(1, 2, 20, 35), expected[1:2, 20:35])
 
 
 def test_imagej_tiff_voxel_size(tmp_path):

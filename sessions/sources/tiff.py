@@ -104,6 +104,32 @@ def _read_rows(fh, out2d: np.ndarray, offset: int) -> None:
         raise FibError(f"{fh.name}: file is shorter than when it was opened; was it modified?")
 
 
+def _decode_rows(tif: tifffile.TiffFile, page, y0: int, y1: int, out2d: np.ndarray) -> None:
+    """Decode rows y0:y1 of a compressed page into out2d, touching only the strips or tiles that hold them.
+
+    A 512-row band of an 8192-row page then costs 1/16 of the page, not all of it. Pages that
+    are one segment, or whose segments are not plain 2D strips/tiles, are decoded whole.
+    """
+    chunked, (h, w) = page.chunked, page.chunks[-2:]
+    if len(chunked) != 2 or len(page.chunks) != 2 or len(page.dataoffsets) == 1:
+        out2d[...] = page.asarray()[y0:y1]
+        return
+    Y, X = page.shape
+    nx = chunked[1]
+    index = [r * nx + c for r in range(y0 // h, (y1 - 1) // h + 1) for c in range(nx)]
+    segments = tif.filehandle.read_segments([page.dataoffsets[i] for i in index],
+                                            [page.databytecounts[i] for i in index], index)
+    for data, i in segments:
+        yy, xx = i // nx * h, i % nx * w
+        ya, yb, xb = max(yy, y0), min(yy + h, y1, Y), min(xx + w, X)
+        region = out2d[ya - y0: yb - y0, xx: xb]
+        if not data:  # byte count 0 (None, or b"" within a merged read): a missing segment reads as 0
+            region[...] = 0
+            continue
+        a = page.decode(data, i, jpegtables=page.jpegtables)[0]
+        region[...] = a[0, ya - yy: yb - yy, : xb - xx, 0]
+
+
 def _voxel_size_from_imagej(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
     """ImageJ: z from `spacing`, y/x from the X/YResolution tags (pixels per unit), in `unit`."""
     meta = tif.imagej_metadata or {}
@@ -218,7 +244,7 @@ class TiffStack(Source):
             with tifffile.TiffFile(self.path) as tif:
                 for z in decode:  # parse just this page's IFD, at the offset found at open
                     tif.filehandle.seek(self._ifds[z])
-                    out[z - z0] = tifffile.TiffPage(tif, index=z).asarray()[y0:y1]
+                    _decode_rows(tif, tifffile.TiffPage(tif, index=z), y0, y1, out[z - z0])
 
     def files(self):
         return [self.path]
@@ -274,7 +300,7 @@ class TiffFolder(Source):
                     out[i].byteswap(inplace=True)
             else:
                 with tifffile.TiffFile(f) as tif:
-                    out[i] = tif.pages.first.asarray()[y0:y1]
+                    _decode_rows(tif, tif.pages.first, y0, y1, out[i])
 
     def files(self):
         return list(self._files)
