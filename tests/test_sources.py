@@ -97,6 +97,10 @@ def make(fmt, tmp_path, vol):
     if fmt in ("zarr2", "zarr3"):
         zarr.create_array(str(p.with_suffix(".zarr")), data=vol, chunks=(5, 16, 16), zarr_format=int(fmt[-1]))
         return p.with_suffix(".zarr"), None
+    if fmt == "bioformats2raw":  # its layout 3: the image in group 0 (5D, t and c of size 1) under a marked group
+        zarr.open_group(str(p.with_suffix(".zarr")), mode="w", zarr_format=2).attrs["bioformats2raw.layout"] = 3
+        write_ome_zarr(p.with_suffix(".zarr") / "0", vol, version="0.4")
+        return p.with_suffix(".zarr"), (10.0, 5.0, 4.0)
     if fmt in ("ome-zarr-0.5", "ome-zarr-0.4"):
         write_ome_zarr(p.with_suffix(".ome.zarr"), vol, version=fmt[-3:])
         return p.with_suffix(".ome.zarr"), (10.0, 5.0, 4.0)
@@ -105,7 +109,8 @@ def make(fmt, tmp_path, vol):
 
 FORMATS = ["tiff", "tiff-zlib", "tiff-zlib-predictor", "tiff-bigendian", "tiff-tiled", "tiff-strips",
            "tiff-zlib-strips", "tiff-zlib-tiled", "folder",
-           "hdf5", "hdf5-bare", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4"]
+           "hdf5", "hdf5-bare", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4",
+           "bioformats2raw"]
 
 
 def kind_of(fmt):
@@ -153,6 +158,16 @@ def test_native_dtypes_kept(dtype, tmp_path):
         src = open_source(make(fmt, tmp_path / fmt, vol)[0])
         assert src.dtype == dtype
         np.testing.assert_array_equal(src.read(2, 5, 1, 30), vol[2:5, 1:30])
+
+
+def test_bioformats2raw_with_several_images_asks_which(tmp_path):
+    vol = volume(np.uint16)
+    top = make("bioformats2raw", tmp_path, vol)[0]
+    write_ome_zarr(top / "1", vol[:, :20], version="0.4")
+    with pytest.raises(FibError, match=r"bioformats2raw container with 2 images \(0, 1\); name one, e.g. .*/0"):
+        open_source(top)
+    second = open_source(top / "1")
+    assert second.shape == (12, 20, 56) and second.voxel_size == pytest.approx((10.0, 5.0, 4.0))
 
 
 def test_a_missing_tile_reads_as_zero(tmp_path):

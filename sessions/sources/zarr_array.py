@@ -36,6 +36,22 @@ def _multiscales(path: Path) -> list | None:
     return (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
 
 
+def _bioformats2raw_image(path: Path) -> Path | None:
+    """The image group of a bioformats2raw container (`x.zarr/0`), None if `path` is not one.
+
+    bioformats2raw (the usual route from vendor formats to OME-Zarr) puts each image in a
+    numbered group under a top group marked `bioformats2raw.layout`; with several, the user names one.
+    """
+    attrs = _zarr_attrs(path)
+    if 3 not in (attrs.get("bioformats2raw.layout"), (attrs.get("ome") or {}).get("bioformats2raw.layout")):
+        return None
+    images = sorted((d.name for d in path.iterdir() if d.name.isdigit() and _multiscales(d)), key=int)
+    if len(images) != 1:
+        raise FibError(f"{path}: a bioformats2raw container with {len(images)} images"
+                       f"{' (' + _list5(images) + ')' if images else ''}; name one, e.g. {path / (images or ['0'])[0]}")
+    return path / images[0]
+
+
 class ZarrSource(Source):
     """A zarr v2/v3 array (zarr-python 3), or level 0 of an OME-Zarr group with its voxel size.
 
@@ -48,11 +64,13 @@ class ZarrSource(Source):
     def __init__(self, path: Path):
         import zarr
         self.path = path
-        ms = _multiscales(path)
+        image = (_bioformats2raw_image(path) if not _multiscales(path) else None) or path
+        ms = _multiscales(image)
         self._meta_files: list[Path] = []
         if ms:
-            self.array_dir = path / ms[0]["datasets"][0]["path"]
-            self._meta_files = [path / n for n in ("zarr.json", ".zgroup", ".zattrs") if (path / n).is_file()]
+            self.array_dir = image / ms[0]["datasets"][0]["path"]
+            self._meta_files = [d / n for d in dict.fromkeys((path, image))
+                                for n in ("zarr.json", ".zgroup", ".zattrs") if (d / n).is_file()]
         else:
             self.array_dir = path
         try:
@@ -78,6 +96,8 @@ class ZarrSource(Source):
         comp = ", ".join(type(c).__name__ for c in (self._arr.compressors or ())) or "uncompressed"
         what = (f"OME-Zarr level {ms[0]['datasets'][0]['path']!r} of {len(ms[0]['datasets'])}" if ms
                 else f"zarr v{fmt} array")
+        if image != path:
+            what += f" (bioformats2raw image {image.name})"
         chunks = "×".join(map(str, self._arr.chunks[self._lead:]))
         shards = self._arr.shards and ", shards " + "×".join(map(str, self._arr.shards[self._lead:]))
         self._desc = f"{what}, {self._dims()}, chunks {chunks}{shards or ''}, {comp}"
