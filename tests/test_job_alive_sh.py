@@ -77,8 +77,9 @@ def test_other_processes_are_not_the_job(tmp_path):
     assert alive(1, d) == "gone"  # someone else's process
     assert alive(4194304, d) == "gone"  # above pid_max: no such process
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)", f"{d}x"])
-    try:  # an argument that only starts with DIR
-        time.sleep(0.3)
+    try:  # an argument that only starts with DIR, once exec is over (mid-exec it would count as alive)
+        while not Path(f"/proc/{p.pid}/cmdline").read_bytes():
+            time.sleep(0.01)
         assert alive(p.pid, d) == "gone"
     finally:
         p.kill()
