@@ -227,8 +227,30 @@ def _plain(tmp):
     return p
 
 
+def _unknown_codec(tmp):
+    p = tmp / "jbig.tif"  # a compression no codec here decodes (JBIG): refused at open
+    tifffile.imwrite(p, np.full((16, 64, 64), 9, np.uint8), compression="zlib", metadata=None)
+    with tifffile.TiffFile(p, mode="r+b") as tif:
+        for page in tif.pages:
+            page.tags["Compression"].overwrite(np.uint16(34661))
+    return p
+
+
+def _corrupt_page(tmp):
+    p = tmp / "zlib.tif"  # page 9's compressed bytes garbled: found while ingesting
+    tifffile.imwrite(p, np.full((16, 64, 64), 9, np.uint8), compression="zlib", metadata=None)
+    with tifffile.TiffFile(p) as tif:
+        off, n = tif.pages[9].dataoffsets[0], tif.pages[9].databytecounts[0]
+    with open(p, "r+b") as fh:
+        fh.seek(off)
+        fh.write(b"\xff" * n)
+    return p
+
+
 BAD = {
     "truncated TIFF": (_truncated, ["--voxel-size", "8,8,8"], "trunc.tif"),
+    "unknown TIFF compression": (_unknown_codec, ["--voxel-size", "8,8,8"], "(jbig) cannot be decoded"),
+    "corrupt compressed page": (_corrupt_page, ["--voxel-size", "8,8,8"], "page 9 (zlib) cannot be decoded"),
     "corrupt TIFF": (lambda t: (t / "x.tif").write_bytes(b"II*\x00" + os.urandom(300)) and t / "x.tif",
                      ["--voxel-size", "8,8,8"], "x.tif"),
     "mismatched slices": (_mismatched, ["--voxel-size", "8,8,8"], "s2.tif"),
@@ -245,10 +267,13 @@ def test_bad_input_one_line_nonzero_nothing_written(tmp_path, case):
     run_cli("init", s, check=True)
     before = db_snapshot(s)
     proc = run_cli("ingest", make(tmp_path), "--session", s, *extra)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert expect in lines[0], lines[0]
-    assert db_snapshot(s) == before
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]  # a failure mid-run follows the progress bar
+    errors = [line for line in lines if line.startswith("fibtui: error:")]
+    assert proc.returncode == 2 and errors == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr
+    assert expect in errors[0], errors[0]
+    after = db_snapshot(s)  # a failure mid-run keeps its `.partial` store for the next run, nothing complete
+    after["_files"] = [f for f in after["_files"] if ".partial" not in f]
+    assert after == before
 
 
 def test_destination_on_disk_with_other_content_is_refused(tmp_path):

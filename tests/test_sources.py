@@ -65,7 +65,10 @@ def make(fmt, tmp_path, vol):
               "tiff-strips": {"rowsperstrip": 7, "metadata": None},
               # compressed, many segments: a band decodes only the strips or tiles it needs
               "tiff-zlib-strips": {"compression": "zlib", "rowsperstrip": 3, "predictor": True, "byteorder": ">"},
-              "tiff-zlib-tiled": {"compression": "zlib", "tile": (16, 32)}}[fmt]
+              "tiff-zlib-tiled": {"compression": "zlib", "tile": (16, 32)},
+              # what vendor exports and Bio-Formats write (decoded by imagecodecs)
+              "tiff-lzw": {"compression": "lzw", "predictor": True, "rowsperstrip": 8},
+              "tiff-jpeg-tiled": {"compression": "jpeg", "tile": (16, 16), "photometric": "minisblack"}}[fmt]
         tifffile.imwrite(p.with_suffix(".tif"), vol, bigtiff=True, **kw)
         return p.with_suffix(".tif"), None
     if fmt == "folder":
@@ -108,7 +111,7 @@ def make(fmt, tmp_path, vol):
 
 
 FORMATS = ["tiff", "tiff-zlib", "tiff-zlib-predictor", "tiff-bigendian", "tiff-tiled", "tiff-strips",
-           "tiff-zlib-strips", "tiff-zlib-tiled", "folder",
+           "tiff-zlib-strips", "tiff-zlib-tiled", "tiff-lzw", "folder",
            "hdf5", "hdf5-bare", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4",
            "bioformats2raw"]
 
@@ -168,6 +171,27 @@ def test_bioformats2raw_with_several_images_asks_which(tmp_path):
         open_source(top)
     second = open_source(top / "1")
     assert second.shape == (12, 20, 56) and second.voxel_size == pytest.approx((10.0, 5.0, 4.0))
+
+
+def test_jpeg_tiles_decode_with_their_tables(tmp_path):
+    vol = volume(np.uint8)  # lossy: compare with tifffile's own decoding, bands included
+    path = make("tiff-jpeg-tiled", tmp_path, vol)[0]
+    expected = tifffile.imread(path)
+    src = open_source(path)
+    np.testing.assert_array_equal(src.read(0, 12), expected)
+    np.testing.assert_array_equal(src.read(2, 7, 17, 33), expected[2:7, 17:33])
+
+
+def test_a_slice_in_a_compression_nothing_here_decodes_is_named_at_open(tmp_path):
+    vol = volume(np.uint8)
+    d = tmp_path / "slices"
+    d.mkdir()
+    for z in range(vol.shape[0]):
+        tifffile.imwrite(d / f"s{z}.tif", vol[z], compression="zlib")
+    with tifffile.TiffFile(d / "s7.tif", mode="r+b") as tif:
+        tif.pages[0].tags["Compression"].overwrite(np.uint16(34661))  # JBIG
+    with pytest.raises(FibError, match=r"s7\.tif: page 0 \(jbig\) cannot be decoded"):
+        open_source(d)
 
 
 def test_a_missing_tile_reads_as_zero(tmp_path):

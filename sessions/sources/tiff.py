@@ -97,6 +97,28 @@ def _compression(page) -> str:
     return {1: "uncompressed", 8: "zlib", 32946: "zlib"}.get(int(page.compression), page.compression.name.lower())
 
 
+def _check_decodable(path: Path, page, z: int) -> None:
+    """Decode one segment of a compressed page now, so an unsupported codec fails before any work."""
+    if int(page.compression) == 1:
+        return
+    i = next((k for k, n in enumerate(page.databytecounts) if n), None)
+    if i is None:
+        return
+    try:
+        decode = page.decode  # first: building the decoder moves the file position
+        fh = page.parent.filehandle
+        fh.seek(page.dataoffsets[i])
+        decode(fh.read(page.databytecounts[i]), i, jpegtables=page.jpegtables)
+    except Exception as e:  # tifffile and imagecodecs raise many types for an unknown codec or bad data
+        raise _undecodable(path, page, z, e) from None
+
+
+def _undecodable(path: Path, page, z: int, e: Exception) -> FibError:
+    return FibError(f"{path}: page {z} ({_compression(page)}) cannot be decoded ({type(e).__name__}: {e}); "
+                    "the file is corrupt or uses a compression this machine cannot read — copy it again, "
+                    "or convert it to an uncompressed or zlib TIFF")
+
+
 def _read_rows(fh, out2d: np.ndarray, offset: int) -> None:
     fh.seek(offset)
     view = memoryview(out2d).cast("B")
@@ -117,6 +139,7 @@ def _decode_rows(tif: tifffile.TiffFile, page, y0: int, y1: int, out2d: np.ndarr
     Y, X = page.shape
     nx = chunked[1]
     index = [r * nx + c for r in range(y0 // h, (y1 - 1) // h + 1) for c in range(nx)]
+    decode = page.decode  # before reading: building the decoder moves the file position
     segments = tif.filehandle.read_segments([page.dataoffsets[i] for i in index],
                                             [page.databytecounts[i] for i in index], index)
     for data, i in segments:
@@ -126,7 +149,7 @@ def _decode_rows(tif: tifffile.TiffFile, page, y0: int, y1: int, out2d: np.ndarr
         if not data:  # byte count 0 (None, or b"" within a merged read): a missing segment reads as 0
             region[...] = 0
             continue
-        a = page.decode(data, i, jpegtables=page.jpegtables)[0]
+        a = decode(data, i, jpegtables=page.jpegtables)[0]
         region[...] = a[0, ya - yy: yb - yy, : xb - xx, 0]
 
 
@@ -187,6 +210,7 @@ class TiffStack(Source):
             _check_ifds(path, errors)
             (Y, X), dtype = _page_header(path, tif.pages.first)
             self.shape, self.dtype = _check_grey(path, series.shape, dtype)
+            _check_decodable(path, tif.pages.first, 0)
             Z = self.shape[0]
             self._swap = tif.byteorder != _NATIVE and self.dtype.itemsize > 1
             self._pagebytes = Y * X * self.dtype.itemsize
@@ -244,7 +268,11 @@ class TiffStack(Source):
             with tifffile.TiffFile(self.path) as tif:
                 for z in decode:  # parse just this page's IFD, at the offset found at open
                     tif.filehandle.seek(self._ifds[z])
-                    _decode_rows(tif, tifffile.TiffPage(tif, index=z), y0, y1, out[z - z0])
+                    page = tifffile.TiffPage(tif, index=z)
+                    try:
+                        _decode_rows(tif, page, y0, y1, out[z - z0])
+                    except Exception as e:
+                        raise _undecodable(self.path, page, z, e) from None
 
     def files(self):
         return [self.path]
@@ -267,6 +295,7 @@ class TiffFolder(Source):
         self._offsets: list[int | None] = []  # per file: pixel run offset, or None to decode
         self._swap: list[bool] = []
         shape2 = dtype = None
+        codecs_checked: set[int] = set()
         for f in self._files:
             with _tiff(f, "every file in a slice folder must be a TIFF") as (tif, errors):
                 page = tif.pages.first
@@ -284,6 +313,9 @@ class TiffFolder(Source):
                                    "(give a multipage TIFF on its own instead)")
                 _check_ifds(f, errors)
                 _check_segments(f, page, tif.filehandle.size, 0)
+                if int(page.compression) not in codecs_checked:  # one decode per compression in the folder
+                    _check_decodable(f, page, 0)
+                    codecs_checked.add(int(page.compression))
                 self._offsets.append(_strips_contiguous(page, page.nbytes))
                 self._swap.append(tif.byteorder != _NATIVE and dtype.itemsize > 1)
         self._desc = (f"folder of {len(self._files)} TIFF slices of {shape2[0]}×{shape2[1]} {self.dtype.name}, "
@@ -300,7 +332,10 @@ class TiffFolder(Source):
                     out[i].byteswap(inplace=True)
             else:
                 with tifffile.TiffFile(f) as tif:
-                    _decode_rows(tif, tif.pages.first, y0, y1, out[i])
+                    try:
+                        _decode_rows(tif, tif.pages.first, y0, y1, out[i])
+                    except Exception as e:
+                        raise _undecodable(f, tif.pages.first, 0, e) from None
 
     def files(self):
         return list(self._files)
