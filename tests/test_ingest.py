@@ -249,8 +249,8 @@ def _corrupt_page(tmp):
 
 BAD = {
     "truncated TIFF": (_truncated, ["--voxel-size", "8,8,8"], "trunc.tif"),
-    "unknown TIFF compression": (_unknown_codec, ["--voxel-size", "8,8,8"], "(jbig) cannot be decoded"),
-    "corrupt compressed page": (_corrupt_page, ["--voxel-size", "8,8,8"], "page 9 (zlib) cannot be decoded"),
+    "unknown TIFF compression": (_unknown_codec, ["--voxel-size", "8,8,8"], "page 0 (jbig): cannot read the data"),
+    "corrupt compressed page": (_corrupt_page, ["--voxel-size", "8,8,8"], "page 9 (zlib): cannot read the data"),
     "corrupt TIFF": (lambda t: (t / "x.tif").write_bytes(b"II*\x00" + os.urandom(300)) and t / "x.tif",
                      ["--voxel-size", "8,8,8"], "x.tif"),
     "mismatched slices": (_mismatched, ["--voxel-size", "8,8,8"], "s2.tif"),

@@ -6,6 +6,7 @@ import os
 import random
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -83,6 +84,11 @@ def make(fmt, tmp_path, vol):
             ds.attrs["resolution"] = [10.0, 5.0, 4.0]
             f.create_dataset("a/c", data=vol[0])  # a 2D neighbour must not confuse the lookup
         return f"{p.with_suffix('.h5')}:/a/b", (10.0, 5.0, 4.0)
+    if fmt == "hdf5-blosc":  # a filter h5py reads only through hdf5plugin
+        import hdf5plugin
+        with h5py.File(p.with_suffix(".h5"), "w") as f:
+            f.create_dataset("raw", data=vol, chunks=(4, 16, 16), **hdf5plugin.Blosc(cname="zstd"))
+        return p.with_suffix(".h5"), None
     if fmt == "hdf5-bare":
         with h5py.File(p.with_suffix(".hdf5"), "w") as f:
             f.create_dataset("volume", data=vol.astype(vol.dtype.newbyteorder(">")))
@@ -112,7 +118,7 @@ def make(fmt, tmp_path, vol):
 
 FORMATS = ["tiff", "tiff-zlib", "tiff-zlib-predictor", "tiff-bigendian", "tiff-tiled", "tiff-strips",
            "tiff-zlib-strips", "tiff-zlib-tiled", "tiff-lzw", "folder",
-           "hdf5", "hdf5-bare", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4",
+           "hdf5", "hdf5-bare", "hdf5-blosc", "n5", "n5-container", "zarr2", "zarr3", "ome-zarr-0.5", "ome-zarr-0.4",
            "bioformats2raw"]
 
 
@@ -190,8 +196,45 @@ def test_a_slice_in_a_compression_nothing_here_decodes_is_named_at_open(tmp_path
         tifffile.imwrite(d / f"s{z}.tif", vol[z], compression="zlib")
     with tifffile.TiffFile(d / "s7.tif", mode="r+b") as tif:
         tif.pages[0].tags["Compression"].overwrite(np.uint16(34661))  # JBIG
-    with pytest.raises(FibError, match=r"s7\.tif: page 0 \(jbig\) cannot be decoded"):
+    with pytest.raises(FibError, match=r"s7\.tif: page 0 \(jbig\): cannot read the data"):
         open_source(d)
+
+
+def corrupt_hdf5_chunk(path: Path, dataset: str, index: int) -> None:
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(index)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * info.size)
+
+
+def test_hdf5_corrupt_chunk_fails_at_open_or_names_the_region(tmp_path):
+    vol = volume(np.uint16)
+    spec = make("hdf5", tmp_path, vol)[0]
+    path = Path(str(spec).split(":")[0])
+    assert open_source(spec).describe().endswith("deflate")  # HDF5's name for gzip
+    (tmp_path / "b").mkdir()
+    assert "blosc" in open_source(make("hdf5-blosc", tmp_path / "b", vol)[0]).describe()
+    corrupt_hdf5_chunk(path, "a/b", 13)  # chunks of 4×16×16 in a 3×3×4 grid: z 4:8, y 0:16, x 16:32
+    src = open_source(spec)  # chunk 0 is sound
+    np.testing.assert_array_equal(src.read(0, 4), vol[0:4])
+    with pytest.raises(FibError, match=r"a/b \[z 3:6, y 0:40\]: cannot read the data"):
+        src.read(3, 6)
+    corrupt_hdf5_chunk(path, "a/b", 0)
+    with pytest.raises(FibError, match="cannot read the data .*copy it again"):
+        open_source(spec)
+
+
+@pytest.mark.parametrize("fmt", ["zarr2", "zarr3", "n5"])
+def test_a_corrupt_chunk_names_the_region(fmt, tmp_path):
+    vol = volume(np.uint16)
+    spec = make(fmt, tmp_path, vol)[0]
+    chunks = sorted(f for f in Path(spec).rglob("*") if f.is_file() and f.name not in
+                    ("zarr.json", ".zarray", ".zattrs", ".zgroup", "attributes.json"))
+    chunks[-1].write_bytes(b"\xff" * 64)  # not what its codec wrote
+    src = open_source(spec)
+    with pytest.raises(FibError, match=r"\[z 0:12, y 0:40\]: cannot read the data .*copy the store again"):
+        src.read(0, 12)
 
 
 def test_a_missing_tile_reads_as_zero(tmp_path):

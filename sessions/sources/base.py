@@ -76,6 +76,14 @@ def _tree_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+CHUNK_REMEDY = "a chunk is corrupt or uses a codec this machine lacks — copy the store again"
+
+
+def _unreadable(where: str, e: Exception, remedy: str) -> FibError:
+    """One line for data the format's library could not decode: a corrupt file or a codec missing here."""
+    return FibError(f"{where}: cannot read the data ({type(e).__name__}: {e}); {remedy}")
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())

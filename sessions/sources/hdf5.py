@@ -7,11 +7,29 @@ from pathlib import Path
 import numpy as np
 
 from sessions.errors import FibError
-from sessions.sources.base import FORMATS_HINT, Source, _check_grey, _list5, _voxel
+from sessions.sources.base import FORMATS_HINT, Source, _check_grey, _list5, _unreadable, _voxel
+
+
+def _h5py():
+    """h5py, with hdf5plugin's filters registered (Blosc, LZ4, Zstd, bitshuffle… as EM pipelines write)."""
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the filters on import)
+    return h5py
+
+
+def _filters(ds) -> str:
+    plist = ds.id.get_create_plist()
+    names = [plist.get_filter(i)[3].decode(errors="replace") for i in range(plist.get_nfilters())]
+    return ", ".join(names) or "uncompressed"
+
+
+def _corrupt(where: str, e: Exception) -> FibError:
+    return _unreadable(where, e, "the file is corrupt or needs an HDF5 filter this machine lacks — copy it again, "
+                                 "or re-save the dataset with gzip")
 
 
 def _h5_datasets(f) -> list[tuple[str, tuple, np.dtype]]:
-    import h5py
+    h5py = _h5py()
     found = []
     f.visititems(lambda name, obj: found.append(("/" + name, obj.shape, obj.dtype))
                  if isinstance(obj, h5py.Dataset) else None)
@@ -29,7 +47,7 @@ class Hdf5Source(Source):
     kind = "hdf5"
 
     def __init__(self, path: Path, dataset: str | None):
-        import h5py
+        h5py = _h5py()
         self.path = path
         if not path.is_file():
             raise FibError(f"{path}: no such file; {FORMATS_HINT}")
@@ -60,14 +78,19 @@ class Hdf5Source(Source):
                 self.voxel_size = _voxel(np.ravel(attrs["resolution"]), 1.0)
             elif "element_size_um" in attrs:
                 self.voxel_size = _voxel(np.ravel(attrs["element_size_um"]), 1e3)
-            comp = ds.compression or "uncompressed"
+            try:  # one chunk now, so a missing filter or a corrupt file fails before any work
+                ds[(0,) * 3]
+            except OSError as e:
+                raise _corrupt(f"{path}:{dataset}", e) from None
             self._desc = (f"HDF5 dataset {dataset}, {self._dims()}, "
-                          + (f"chunks {'×'.join(map(str, ds.chunks))}, {comp}" if ds.chunks else "contiguous"))
+                          + (f"chunks {'×'.join(map(str, ds.chunks))}, {_filters(ds)}" if ds.chunks else "contiguous"))
 
     def _read(self, out, z0, z1, y0, y1):
-        import h5py
-        with h5py.File(self.path, "r") as f:  # a handle per call; h5py serialises calls on its own lock
-            f[self.dataset].read_direct(out, np.s_[z0:z1, y0:y1, :])
+        with _h5py().File(self.path, "r") as f:  # a handle per call; h5py serialises calls on its own lock
+            try:
+                f[self.dataset].read_direct(out, np.s_[z0:z1, y0:y1, :])
+            except OSError as e:
+                raise _corrupt(f"{self.path}:{self.dataset} [z {z0}:{z1}, y {y0}:{y1}]", e) from None
 
     def files(self):
         return [self.path]

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from sessions.errors import FibError
-from sessions.sources.base import Source, _check_grey, _list5, _read_json, _tree_files, _unit_nm, _voxel
+from sessions.sources.base import (CHUNK_REMEDY, Source, _check_grey, _list5, _read_json, _tree_files,
+                                   _unit_nm, _unreadable, _voxel)
 
 
 def _n5_voxel(attrs: dict) -> tuple[float, float, float] | None:
@@ -67,7 +68,10 @@ class N5Source(Source):
         self._desc = f"N5 dataset, {self._dims()}, blocks {block}, {comp}"
 
     def _read(self, out, z0, z1, y0, y1):
-        out[...] = self._store[z0:z1, y0:y1].read().result()
+        try:
+            out[...] = self._store[z0:z1, y0:y1].read().result()
+        except ValueError as e:  # tensorstore: a chunk that does not decode
+            raise _unreadable(f"{self.array_dir} [z {z0}:{z1}, y {y0}:{y1}]", e, CHUNK_REMEDY) from None
 
     def files(self):
         return _tree_files(self.array_dir)

@@ -15,7 +15,7 @@ import tifffile
 
 from sessions.errors import FibError
 from sessions.sources.base import (FORMATS_HINT, SUPPORTED_DTYPES, TIFF_SUFFIXES, Source, _check_grey, _unit_nm,
-                                   _voxel, natural_key)
+                                   _unreadable, _voxel, natural_key)
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
@@ -114,9 +114,9 @@ def _check_decodable(path: Path, page, z: int) -> None:
 
 
 def _undecodable(path: Path, page, z: int, e: Exception) -> FibError:
-    return FibError(f"{path}: page {z} ({_compression(page)}) cannot be decoded ({type(e).__name__}: {e}); "
-                    "the file is corrupt or uses a compression this machine cannot read — copy it again, "
-                    "or convert it to an uncompressed or zlib TIFF")
+    return _unreadable(f"{path}: page {z} ({_compression(page)})", e,
+                       "the file is corrupt or uses a compression this machine cannot decode — copy it again, "
+                       "or convert it to an uncompressed or zlib TIFF")
 
 
 def _read_rows(fh, out2d: np.ndarray, offset: int) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from sessions.errors import FibError
-from sessions.sources.base import (FORMATS_HINT, Source, _check_grey, _list5, _read_json, _tree_files, _unit_nm,
-                                   _voxel)
+from sessions.sources.base import (CHUNK_REMEDY, FORMATS_HINT, Source, _check_grey, _list5, _read_json,
+                                   _tree_files, _unit_nm, _unreadable, _voxel)
 
 
 def _zarr_attrs(path: Path) -> dict:
@@ -103,7 +103,10 @@ class ZarrSource(Source):
         self._desc = f"{what}, {self._dims()}, chunks {chunks}{shards or ''}, {comp}"
 
     def _read(self, out, z0, z1, y0, y1):
-        out[...] = self._arr[(0,) * self._lead + (slice(z0, z1), slice(y0, y1))]
+        try:
+            out[...] = self._arr[(0,) * self._lead + (slice(z0, z1), slice(y0, y1))]
+        except Exception as e:  # numcodecs and zarr raise many types for a bad chunk
+            raise _unreadable(f"{self.array_dir} [z {z0}:{z1}, y {y0}:{y1}]", e, CHUNK_REMEDY) from None
 
     def files(self):
         return self._meta_files + _tree_files(self.array_dir)
