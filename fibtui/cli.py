@@ -132,7 +132,8 @@ def ingest(source: Path, session_dir: Path, voxel_size: str | None, name: str | 
     vs = parse_triple(voxel_size, "--voxel-size", positive=True, integer=False) if voxel_size else None
     with progress(not as_json) as p:
         row = volumes.ingest(s, source, name=name, voxel_size=vs, convert=convert_spec, workers=workers,
-                             progress=stage_callback(p))
+                             progress=stage_callback(p),
+                             announce=None if as_json else lambda line: p.console.print(line, markup=False, soft_wrap=True))
     if as_json:
         emit_json(row)
     else:

@@ -115,11 +115,15 @@ def estimate_bytes(shape, voxel_size) -> int:
     return sum(int(np.prod(s)) for s in omezarr.level_shapes(shape, voxel_size)) + (1 << 20)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def check_free_space(partial: Path, need: int) -> None:
     have = shutil.disk_usage(partial.parent).free
     if need > have:
-        raise FibError(f"{partial.parent}: needs ~{need / 1e9:.2f} GB for the OME-Zarr (all levels, counted "
-                       f"uncompressed) but only {have / 1e9:.2f} GB is free; free space or put the session elsewhere")
+        raise FibError(f"{partial.parent}: needs ~{_size(need)} for the OME-Zarr (all levels, counted "
+                       f"uncompressed) but only {_size(have)} is free; free space or put the session elsewhere")
 
 
 def _dir_bytes(path: Path) -> int:
@@ -168,15 +172,24 @@ class Ingest:
     """One conversion into `partial`; `run()` resumes whatever an earlier, interrupted run left."""
 
     def __init__(self, source, conversion, voxel_size, partial: Path, name: str, *,
-                 workers: int | None = None, progress: Progress = None):
+                 workers: int | None = None, progress: Progress = None, announce: Callable[[str], None] | None = None):
         self.source, self.conversion, self.voxel_size = source, conversion, tuple(voxel_size)
         self.partial, self.name = Path(partial), name
         self.workers = workers or default_workers()
-        self.progress = progress
+        self.progress, self.announce = progress, announce
         self.plan = plan_id(source, conversion, voxel_size)
         self.chunks, self.shards, self.stages = layout(source.shape, voxel_size)
         self.ledger = self.partial / LEDGER
         self._tls = threading.local()
+
+    def summary(self) -> str:
+        """One line on what is about to happen, for the user to stop it early if the source was misread."""
+        levels = len(omezarr.level_shapes(self.source.shape, self.voxel_size))
+        conv = self.conversion.to_json()
+        how = conv["method"] + (f" {conv['low']:g}–{conv['high']:g}" if conv["method"] != "none" else "")
+        return (f"{self.source.describe()} @ {','.join(f'{v:g}' for v in self.voxel_size)} nm → {levels} levels, "
+                f"≤ {_size(estimate_bytes(self.source.shape, self.voxel_size))}, conversion {how}, "
+                f"{self.workers} workers")
 
     # ------------------------------------------------------------------ setup
     def _prepare(self) -> omezarr.Multiscale:
@@ -243,6 +256,8 @@ class Ingest:
 
     def run(self) -> dict:
         ms = self._prepare()
+        if self.announce:  # after the checks, so a refusal stays one line
+            self.announce(self.summary())
         writers = [ShardWriter(a, self.partial) for a in ms.levels]
         t0 = time.monotonic()
         gc.freeze()   # the collector would walk zarr's and numpy's objects while holding the GIL: 14% of a run

@@ -46,16 +46,17 @@ def volume_dir(session: Session, name: str) -> Path:
 
 def ingest(session: Session, source_path: str | Path, *, name: str | None = None, voxel_size=None,
            convert: str | None = None, workers: int | None = None,
-           progress: Callable[..., None] | None = None) -> dict:
+           progress: Callable[..., None] | None = None, announce: Callable[[str], None] | None = None) -> dict:
     """Convert a raw volume into the session's OME-Zarr pyramid and register it (see `sessions.ingest`).
 
     Running the same command again resumes an interrupted ingest, or returns the
     finished volume with `"status": "exists"`; other content under the name is refused.
+    `announce` gets one line on the source as read and the output, before the work starts.
     """
     src = open_source(source_path)
     vs = check_voxel_size(voxel_size if voxel_size is not None else src.voxel_size)
     name = check_name(name or src.path.name.split(".")[0])
-    return _ingest(session, src, plan_conversion(src, convert), vs, name, workers, progress)
+    return _ingest(session, src, plan_conversion(src, convert), vs, name, workers, progress, announce)
 
 
 def write_volume(session: Session, name: str, array: np.ndarray, voxel_size, *, source: str = "array") -> dict:
@@ -64,9 +65,9 @@ def write_volume(session: Session, name: str, array: np.ndarray, voxel_size, *, 
     return _ingest(session, src, plan_conversion(src, None), check_voxel_size(voxel_size), check_name(name), 1, None)
 
 
-def _ingest(session: Session, src, conv, vs, name: str, workers, progress) -> dict:
+def _ingest(session: Session, src, conv, vs, name: str, workers, progress, announce=None) -> dict:
     job = Ingest(src, conv, vs, volume_dir(session, name).with_name(f"{name}.ome.zarr.partial"), name,
-                 workers=workers, progress=progress)
+                 workers=workers, progress=progress, announce=announce)
     final = volume_dir(session, name)
     row = next(session.db["volumes"].rows_where("name = ?", [name]), None)
     if row is not None:

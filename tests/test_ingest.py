@@ -171,6 +171,21 @@ def _big_tiff(path, shape=(320, 512, 512)):
                      dtype=np.uint8, bigtiff=True)
 
 
+def test_the_cli_says_what_it_read_before_the_work_and_json_stays_clean(tmp_path):
+    src = tmp_path / "em.tif"
+    tifffile.imwrite(src, np.full((16, 64, 64), 7, np.uint16), compression="zlib")
+    s = tmp_path / "s"
+    run_cli("init", s, check=True)
+    args = ["ingest", src, "--session", s, "--voxel-size", "8,8,30", "--convert", "range:0,255"]
+    proc = run_cli(*args, "--name", "a", check=True)  # beside the progress bars on stderr; the result on stdout
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("TIFF, 16 pages of 64×64 uint16, zlib, one strip per page @ 8,8,30 nm → "), proc.stderr
+    assert proc.stdout.startswith("volume a ingested")
+    assert "conversion range 0–255" in first and "workers" in first
+    row = json.loads(run_cli(*args, "--name", "b", "--json", check=True).stdout)
+    assert row["status"] == "ingested"
+
+
 def test_kill_9_then_same_command_resumes_to_identical_bytes(tmp_path):
     src = tmp_path / "big.tif"
     _big_tiff(src)
@@ -310,5 +325,5 @@ def test_not_enough_free_disk_is_checked_before_starting(tmp_path, small_fs):
     before = db_snapshot(s)
     proc = run_cli("ingest", src, "--session", s, "--voxel-size", "8,8,8")
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "GB is free" in lines[0], proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and " MB is free" in lines[0], proc.stderr
     assert db_snapshot(s) == before and not any((s / "volumes").iterdir())

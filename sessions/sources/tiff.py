@@ -97,6 +97,17 @@ def _compression(page) -> str:
     return {1: "uncompressed", 8: "zlib", 32946: "zlib"}.get(int(page.compression), page.compression.name.lower())
 
 
+def _layout(page) -> str:
+    """Compression and, when compressed, how the page is cut: what a band read has to decode."""
+    name = _compression(page)
+    if int(page.compression) == 1:
+        return name
+    if len(page.dataoffsets) == 1:
+        return f"{name}, one strip per page"
+    h, w = page.chunks[-2:]
+    return f"{name}, {h}×{w} tiles" if page.is_tiled else f"{name}, {h}-row strips"
+
+
 def _check_decodable(path: Path, page, z: int) -> None:
     """Decode one segment of a compressed page now, so an unsupported codec fails before any work."""
     if int(page.compression) == 1:
@@ -240,7 +251,7 @@ class TiffStack(Source):
                     self._offsets.append(_strips_contiguous(page, self._pagebytes))
             flavour = " (ImageJ)" if meta else " (OME)" if tif.is_ome else ""
             self._desc = (f"{'BigTIFF' if tif.is_bigtiff else 'TIFF'}{flavour}, "
-                          f"{Z} pages of {Y}×{X} {self.dtype.name}, {_compression(tif.pages.first)}")
+                          f"{Z} pages of {Y}×{X} {self.dtype.name}, {_layout(tif.pages.first)}")
             self.voxel_size = _voxel_size_from_imagej(tif) or _voxel_size_from_ome(tif)
 
     def _read(self, out, z0, z1, y0, y1):
@@ -302,7 +313,7 @@ class TiffFolder(Source):
                 if shape2 is None:
                     shape2, dtype = _page_header(f, page)
                     self.shape, self.dtype = _check_grey(f, (len(self._files), *shape2), dtype)
-                    compression = _compression(page)
+                    compression = _layout(page)
                 elif (page.shape, page.dtype, page.samplesperpixel) != (shape2, dtype, 1):
                     got = (f"{page.shape} {page.dtype.name if page.dtype is not None else '?'}"
                            + (f" ×{page.samplesperpixel} samples" if page.samplesperpixel > 1 else ""))
