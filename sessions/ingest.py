@@ -32,6 +32,7 @@ import numpy as np
 
 from sessions import omezarr
 from sessions.errors import FibError
+from sessions.provenance import code_version
 from sessions.shards import ShardWriter, reused
 
 FORMAT = "fibtui-ingest/1"
@@ -273,7 +274,7 @@ class Ingest:
         checksum = voxel_checksum(self.source.shape, self.source.dtype, self._source_digests())
         shutil.rmtree(self.ledger)
         meta = {"source": self.source.describe(), "source_checksum": checksum, "plan": self.plan,
-                "conversion": self.conversion.to_json()}
+                "conversion": self.conversion.to_json(), "code": code_version()}  # which code made these voxels
         ms.group.attrs["fibtui"] = meta
         return {**meta, "levels": len(ms.levels), "elapsed_s": time.monotonic() - t0}
 

@@ -14,6 +14,7 @@ import tifffile
 import zarr
 
 from conftest import db_snapshot, run_cli
+from fibtui import __version__
 from sessions import omezarr, volumes
 from sessions.errors import FibError
 from sessions.ingest import layout
@@ -49,6 +50,7 @@ def test_multipage_tiff_becomes_sharded_ome_zarr_pyramid(ingested):
     assert meta["ome"]["version"] == "0.5"
     assert meta["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [8.0, 8.0, 8.0]
     assert meta["fibtui"]["conversion"]["method"] == "none"
+    assert meta["fibtui"]["code"]["fibtui"] == __version__ and meta["fibtui"]["code"]["zarr"]  # which code made it
 
 
 def test_source_checksum_covers_the_voxels_whatever_the_container(ingested, blobs, tmp_path):
