@@ -185,10 +185,11 @@ class Ingest:
 
     def summary(self) -> str:
         """One line on what is about to happen, for the user to stop it early if the source was misread."""
-        levels = len(omezarr.level_shapes(self.source.shape, self.voxel_size))
         conv = self.conversion.to_json()
         how = conv["method"] + (f" {conv['low']:g}–{conv['high']:g}" if conv["method"] != "none" else "")
-        return (f"{self.source.describe()} @ {','.join(f'{v:g}' for v in self.voxel_size)} nm → {levels} levels, "
+        voxel = ",".join(f"{v:g}" for v in self.voxel_size)
+        levels = len(self.chunks)  # one chunk shape per level
+        return (f"{self.source.describe()} @ {voxel} nm → {levels} levels, "
                 f"≤ {_size(estimate_bytes(self.source.shape, self.voxel_size))}, conversion {how}, "
                 f"{self.workers} workers")
 

@@ -371,39 +371,37 @@ def test_unreachable_host_is_one_line_and_changes_nothing(round_session, tmp_pat
     assert msg.startswith(f"ssh gone: cannot connect to 127.0.0.1:{port}"), msg
 
 
+def _refused_over_ssh(ssh_infra, round_session, shared_tmp, python: str) -> str:
+    """The one line a dispatch to the loopback host gets when its `python` cannot run fibtui's jobs."""
+    from remote.executors.ssh import SSHExecutor
+
+    ex = SSHExecutor(ssh_infra.ssh_host, ssh_config=ssh_infra.ssh_config, known_hosts=ssh_infra.known_hosts,
+                     remote_workdir=str(shared_tmp), python=python, scheduler="direct")
+    try:
+        return _refused(Dispatcher(round_session), ex)
+    finally:
+        ex.close()
+
+
 @pytest.mark.ssh
 @pytest.mark.parametrize("python,says", [
     ("/nonexistent/bin/python", "not found; install fibtui there"),
     ("/bin/true", "cannot import fibtui's job code"),
 ])
 def test_remote_without_fibtui_is_one_line_and_changes_nothing(ssh_infra, round_session, shared_tmp, python, says):
-    from remote.executors.ssh import SSHExecutor
-
-    ex = SSHExecutor(ssh_infra.ssh_host, ssh_config=ssh_infra.ssh_config, known_hosts=ssh_infra.known_hosts,
-                     remote_workdir=str(shared_tmp), python=python, scheduler="direct")
-    try:
-        msg = _refused(Dispatcher(round_session), ex)
-    finally:
-        ex.close()
+    msg = _refused_over_ssh(ssh_infra, round_session, shared_tmp, python)
     assert says in msg and python in msg and msg.startswith(f"ssh {ssh_infra.ssh_host}:"), msg
 
 
 @pytest.mark.ssh
 def test_system_python_without_fibtui_is_named(ssh_infra, round_session, shared_tmp):
     """A real interpreter that lacks fibtui: the probe's ModuleNotFoundError is in the line."""
-    from remote.executors.ssh import SSHExecutor
-
     py = shutil.which("python3", path="/usr/bin")
     probe = subprocess.run(["runuser", "-u", ssh_infra.ssh_user, "--", py, "-c", "import remote.run"],
                            cwd="/", capture_output=True)
     if probe.returncode == 0:
         pytest.skip(f"{py} imports fibtui for {ssh_infra.ssh_user} on this machine")
-    ex = SSHExecutor(ssh_infra.ssh_host, ssh_config=ssh_infra.ssh_config, known_hosts=ssh_infra.known_hosts,
-                     remote_workdir=str(shared_tmp), python=py, scheduler="direct")
-    try:
-        msg = _refused(Dispatcher(round_session), ex)
-    finally:
-        ex.close()
+    msg = _refused_over_ssh(ssh_infra, round_session, shared_tmp, py)
     assert "No module named 'remote'" in msg and "pip install" in msg, msg
 
 

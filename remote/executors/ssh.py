@@ -45,11 +45,13 @@ CANCELLED = "cancelled"          # marker file: the curator cancelled this job
 APPEND_ONLY = {EVENTS, STDOUT, STDERR}
 NOT_DOWN = {SPEC, SCRIPT, ARRAY_SCRIPT, FINAL_SCRIPT}  # the local copies are the source of these
 
+# `proc_stat PID`: the fields of /proc/PID/stat after the command name (state first), empty if gone.
 # `job_alive PID DIR`: true while PID is the job started in DIR (its cmdline holds DIR as an
 # argument) and not a zombie. Mid-exec a process has an empty cmdline for a moment: that is the
 # job starting, unless it is a kernel thread (flag PF_KTHREAD, 0x200000). POSIX sh.
-JOB_ALIVE_SH = """job_alive() {
-  s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+JOB_ALIVE_SH = """proc_stat() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null; }
+job_alive() {
+  s=$(proc_stat "$1") || return 1
   set -- "$1" "$2" $s
   [ -n "$3" ] && [ "$3" != Z ] || return 1
   c=$(tr '\\000' '\\n' < "/proc/$1/cmdline" 2>/dev/null)
@@ -71,7 +73,7 @@ def start_lines(python: str, rdir: str) -> list[str]:
         f"</dev/null >>{q(rdir + '/' + STDOUT)} 2>>{q(rdir + '/' + STDERR)} &",
         "pid=$! i=0",
         f"until job_alive $pid {q(rdir)} || [ $i -ge 100 ]; do",
-        '  case "$(sed \'s/^.*) //\' /proc/$pid/stat 2>/dev/null)" in ""|Z*) break;; esac',
+        '  case "$(proc_stat $pid)" in ""|Z*) break;; esac',
         "  sleep 0.05; i=$((i + 1))",
         "done",
         "echo $pid",

@@ -108,28 +108,6 @@ def _layout(page) -> str:
     return f"{name}, {h}×{w} tiles" if page.is_tiled else f"{name}, {h}-row strips"
 
 
-def _check_decodable(path: Path, page, z: int) -> None:
-    """Decode one segment of a compressed page now, so an unsupported codec fails before any work."""
-    if int(page.compression) == 1:
-        return
-    i = next((k for k, n in enumerate(page.databytecounts) if n), None)
-    if i is None:
-        return
-    try:
-        decode = page.decode  # first: building the decoder moves the file position
-        fh = page.parent.filehandle
-        fh.seek(page.dataoffsets[i])
-        decode(fh.read(page.databytecounts[i]), i, jpegtables=page.jpegtables)
-    except Exception as e:  # tifffile and imagecodecs raise many types for an unknown codec or bad data
-        raise _undecodable(path, page, z, e) from None
-
-
-def _undecodable(path: Path, page, z: int, e: Exception) -> FibError:
-    return _unreadable(f"{path}: page {z} ({_compression(page)})", e,
-                       "the file is corrupt or uses a compression this machine cannot decode — copy it again, "
-                       "or convert it to an uncompressed or zlib TIFF")
-
-
 def _read_rows(fh, out2d: np.ndarray, offset: int) -> None:
     fh.seek(offset)
     view = memoryview(out2d).cast("B")
@@ -137,12 +115,28 @@ def _read_rows(fh, out2d: np.ndarray, offset: int) -> None:
         raise FibError(f"{fh.name}: file is shorter than when it was opened; was it modified?")
 
 
-def _decode_rows(tif: tifffile.TiffFile, page, y0: int, y1: int, out2d: np.ndarray) -> None:
-    """Decode rows y0:y1 of a compressed page into out2d, touching only the strips or tiles that hold them.
+def _check_decodable(path: Path, page) -> None:
+    """Decode the first row of a compressed page now, so an unsupported codec fails before any work."""
+    if int(page.compression) != 1:
+        _decode_rows(path, page, 0, 0, 1, np.empty((1, page.shape[1]), page.dtype))
+
+
+def _decode_rows(path: Path, page, z: int, y0: int, y1: int, out2d: np.ndarray) -> None:
+    """Decode rows y0:y1 of compressed page `z` into out2d, touching only the strips or tiles that hold them.
 
     A 512-row band of an 8192-row page then costs 1/16 of the page, not all of it. Pages that
-    are one segment, or whose segments are not plain 2D strips/tiles, are decoded whole.
+    are one segment, or whose segments are not plain 2D strips/tiles, are decoded whole. Any
+    failure is one line naming the page: a corrupt file, or a codec this machine lacks.
     """
+    try:
+        _decode_segments(page, y0, y1, out2d)
+    except Exception as e:  # tifffile and imagecodecs raise many types for an unknown codec or bad data
+        raise _unreadable(f"{path}: page {z} ({_compression(page)})", e,
+                          "the file is corrupt or uses a compression this machine cannot decode — copy it again, "
+                          "or convert it to an uncompressed or zlib TIFF") from None
+
+
+def _decode_segments(page, y0: int, y1: int, out2d: np.ndarray) -> None:
     chunked, (h, w) = page.chunked, page.chunks[-2:]
     if len(chunked) != 2 or len(page.chunks) != 2 or len(page.dataoffsets) == 1:
         out2d[...] = page.asarray()[y0:y1]
@@ -151,8 +145,8 @@ def _decode_rows(tif: tifffile.TiffFile, page, y0: int, y1: int, out2d: np.ndarr
     nx = chunked[1]
     index = [r * nx + c for r in range(y0 // h, (y1 - 1) // h + 1) for c in range(nx)]
     decode = page.decode  # before reading: building the decoder moves the file position
-    segments = tif.filehandle.read_segments([page.dataoffsets[i] for i in index],
-                                            [page.databytecounts[i] for i in index], index)
+    segments = page.parent.filehandle.read_segments([page.dataoffsets[i] for i in index],
+                                                    [page.databytecounts[i] for i in index], index)
     for data, i in segments:
         yy, xx = i // nx * h, i % nx * w
         ya, yb, xb = max(yy, y0), min(yy + h, y1, Y), min(xx + w, X)
@@ -221,7 +215,7 @@ class TiffStack(Source):
             _check_ifds(path, errors)
             (Y, X), dtype = _page_header(path, tif.pages.first)
             self.shape, self.dtype = _check_grey(path, series.shape, dtype)
-            _check_decodable(path, tif.pages.first, 0)
+            _check_decodable(path, tif.pages.first)
             Z = self.shape[0]
             self._swap = tif.byteorder != _NATIVE and self.dtype.itemsize > 1
             self._pagebytes = Y * X * self.dtype.itemsize
@@ -279,11 +273,7 @@ class TiffStack(Source):
             with tifffile.TiffFile(self.path) as tif:
                 for z in decode:  # parse just this page's IFD, at the offset found at open
                     tif.filehandle.seek(self._ifds[z])
-                    page = tifffile.TiffPage(tif, index=z)
-                    try:
-                        _decode_rows(tif, page, y0, y1, out[z - z0])
-                    except Exception as e:
-                        raise _undecodable(self.path, page, z, e) from None
+                    _decode_rows(self.path, tifffile.TiffPage(tif, index=z), z, y0, y1, out[z - z0])
 
     def files(self):
         return [self.path]
@@ -325,7 +315,7 @@ class TiffFolder(Source):
                 _check_ifds(f, errors)
                 _check_segments(f, page, tif.filehandle.size, 0)
                 if int(page.compression) not in codecs_checked:  # one decode per compression in the folder
-                    _check_decodable(f, page, 0)
+                    _check_decodable(f, page)
                     codecs_checked.add(int(page.compression))
                 self._offsets.append(_strips_contiguous(page, page.nbytes))
                 self._swap.append(tif.byteorder != _NATIVE and dtype.itemsize > 1)
@@ -343,10 +333,7 @@ class TiffFolder(Source):
                     out[i].byteswap(inplace=True)
             else:
                 with tifffile.TiffFile(f) as tif:
-                    try:
-                        _decode_rows(tif, tif.pages.first, y0, y1, out[i])
-                    except Exception as e:
-                        raise _undecodable(f, tif.pages.first, 0, e) from None
+                    _decode_rows(f, tif.pages.first, 0, y0, y1, out[i])
 
     def files(self):
         return list(self._files)

@@ -64,8 +64,9 @@ class ZarrSource(Source):
     def __init__(self, path: Path):
         import zarr
         self.path = path
-        image = (_bioformats2raw_image(path) if not _multiscales(path) else None) or path
-        ms = _multiscales(image)
+        image, ms = path, _multiscales(path)
+        if not ms and (inner := _bioformats2raw_image(path)):
+            image, ms = inner, _multiscales(inner)
         self._meta_files: list[Path] = []
         if ms:
             self.array_dir = image / ms[0]["datasets"][0]["path"]
