@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fibtui.bench_formats import shared_vnc  # noqa: E402
-from sessions import volumes  # noqa: E402
-from sessions.ingest import default_workers  # noqa: E402
+from sessions.volumes import catalog  # noqa: E402
+from sessions.volumes.ingest import default_workers  # noqa: E402
 from sessions.workspace import init_session  # noqa: E402
 
 VNC = shared_vnc()
@@ -108,7 +108,7 @@ def fibtui_ingest(src: Path, work: Path, workers: int) -> float:
     shutil.rmtree(work / "s", ignore_errors=True)
     s = init_session(work / "s")
     t = time.perf_counter()
-    volumes.ingest(s, src, voxel_size=(8, 8, 8), workers=workers)
+    catalog.ingest(s, src, voxel_size=(8, 8, 8), workers=workers)
     dt = time.perf_counter() - t
     s.close()
     return dt

@@ -1,13 +1,13 @@
 """Compressed TIFF read in ingest bands: decoding only a band's strips vs decoding the whole page.
 
 Ingest reads slices too wide for 64 of them to fit its 256 MB task budget in bands of 512-row
-shards (`sessions.ingest.band_rows`: 1024 rows for 4096² uint8, 512 for 8192²), so each page is
+shards (`sessions.volumes.ingest.band_rows`: 1024 rows for 4096² uint8, 512 for 8192²), so each page is
 read once per band. This times reading every band of a 64-page zlib TIFF stack of real EM
 texture (vnc-mito tiled) two ways, side by side in one run:
 
 - whole page: `TiffPage.asarray()` per band, cropped (what fibtui did before, and what reading
   through tifffile's API gives);
-- strips: `sessions.sources` (only the strips or tiles holding the band's rows).
+- strips: `sessions.volumes.sources` (only the strips or tiles holding the band's rows).
 
     python benchmarks/tiff_band_decode.py [--side 4096] [--rounds 3] [--json]
 """
@@ -28,8 +28,8 @@ import tifffile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ingest_throughput import make_source  # noqa: E402
-from sessions.ingest import band_rows  # noqa: E402
-from sessions.sources import open_source  # noqa: E402
+from sessions.volumes.ingest import band_rows  # noqa: E402
+from sessions.volumes.sources import open_source  # noqa: E402
 
 
 def whole_pages(path: Path, depth: int, side: int, band: int) -> float:

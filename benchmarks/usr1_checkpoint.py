@@ -22,7 +22,8 @@ from pathlib import Path
 
 import tifffile
 
-from sessions import jobfiles, labels, rounds, synth, volumes
+from sessions import jobfiles, labels, rounds, synth
+from sessions.volumes import catalog
 from sessions.workspace import init_session
 
 
@@ -30,7 +31,7 @@ def make_job(tmp: Path, iterations: int) -> Path:
     scene = synth.make_scene((48, 192, 192), 3, voxel_size=(12, 12, 12))
     synth.write_tiff(scene, tmp / "v.tif", tmp / "gt.tif")
     s = init_session(tmp / "s")
-    volumes.ingest(s, tmp / "v.tif", voxel_size=(12, 12, 12))
+    catalog.ingest(s, tmp / "v.tif", voxel_size=(12, 12, 12))
     rnd = rounds.new_round(s)
     gt = tifffile.imread(tmp / "gt.tif")
     tifffile.imwrite(tmp / "c.tif", gt[8:40, 32:160, 32:160] + 1)
@@ -58,7 +59,7 @@ def one(tmp: Path) -> dict:
     it_s = statistics.median(b - a for a, b in zip(prog[1:], prog[2:]))
     # the save alone, measured on the checkpoint just written
     import torch
-    from remote.train import save
+    from remote.checkpoints import save
     state = torch.load(d / "checkpoint.pt", weights_only=False)
     t0 = time.perf_counter()
     save(state, d / "again.pt")

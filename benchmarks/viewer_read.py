@@ -41,11 +41,11 @@ import zarr
 from zarr.storage import LocalStore, WrapperStore
 
 from fibtui.bench_formats import shared_vnc
-from fibtui.tui import halfblock
-from fibtui.tui.viewer import screen_span
-from sessions import omezarr
+from fibtui.tui.widgets import halfblock
+from fibtui.tui.screens.viewer import screen_span
+from sessions.volumes import omezarr
 from sessions.geometry import unfmt
-from sessions.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
+from sessions.volumes.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
 
 RAW = shared_vnc()
 SCREEN = (96, 160)     # half-block pixels (rows, cols) of an 80×48-cell pane

@@ -69,7 +69,7 @@ def main() -> None:
     fib("round", "eval", "--session", s)
     status = json.loads(fib("status", "--session", s, "--json"))
     m = status["rounds"][0]["metrics"]
-    from sessions import omezarr
+    from sessions.volumes import omezarr
     pred = omezarr.open_multiscale(s / "jobs" / "r1-predict-1" / "prediction.ome.zarr").levels[0][14:20] >= 128
     truth = labels[14:20] == 1
     iou_test = float((pred & truth).sum() / (pred | truth).sum())

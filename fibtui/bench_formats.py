@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fibtui.output import console, emit_json, progress, stage_callback
-from sessions import omezarr
+from sessions.volumes import omezarr
 from sessions.errors import FibError
 from sessions.fsinfo import filesystem_type
 from sessions.geometry import parse_triple
@@ -225,7 +225,7 @@ class Hdf5(Format):
 
 
 class Zarr(Format):
-    """fibtui's own ingest layout (sessions.omezarr), read with zarr-python."""
+    """fibtui's own ingest layout (sessions.volumes.omezarr), read with zarr-python."""
 
     name, filename = "Zarr", "volume.ome.zarr"
 
@@ -358,7 +358,7 @@ def shared_vnc() -> Path | None:
 
 def open_stack(path: Path):
     """The --source volume through fibtui's own readers, checked to be 3D uint8 without reading pixels."""
-    from sessions.sources import open_source
+    from sessions.volumes.sources import open_source
 
     try:
         src = open_source(path)

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from fibtui.cli import follow
+from fibtui.cli.rounds import follow
 from fibtui.output import console, progress, stage_callback
 from remote.dispatch import Dispatcher
-from sessions import journal, labels, rounds, synth, volumes
+from sessions import journal, labels, rounds, synth
+from sessions.volumes import catalog
 from sessions.errors import FibError
 from sessions.geometry import Box, unfmt
 from sessions.workspace import DB_NAME, Session, init_session, open_session
@@ -77,7 +78,7 @@ def run_demo(root: Path, iterations: int | None = None, quiet: bool = False) -> 
         synth.write_tiff(scene, raw_tif, gt_tif, progress=lambda d, t: cb("synth", d, t))
         say("[bold]2/6[/] session + ingest into OME-Zarr")
         s = init_session(session_dir)
-        vol = volumes.ingest(s, raw_tif, name="synthetic", voxel_size=VOXEL_NM, progress=cb)["name"]
+        vol = catalog.ingest(s, raw_tif, name="synthetic", voxel_size=VOXEL_NM, progress=cb)["name"]
     gt = tifffile.imread(gt_tif)
     classes = list(synth.CLASS_NAMES)
 

@@ -13,9 +13,9 @@ import cc3d
 import numpy as np
 import zarr
 
-from sessions import omezarr
 from sessions.geometry import Box
 from sessions.jobfiles import append_event
+from sessions.volumes import omezarr
 
 MAX_WHOLE_VOLUME_VOXELS = 1 << 29  # beyond this, object stats need blockwise labelling (not yet)
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from remote.blocks import block_key, block_shape, plan_blocks, round_up, task_slice
+from remote.checkpoints import load_model
 from remote.model import UNet3D, normalize, pick_device
-from remote.predict_array import OUTPUT, block_key, block_shape, plan_blocks, round_up, task_dir, task_slice
+from remote.predict_array import OUTPUT, task_dir
 from remote.sampling import read_padded
-from remote.train import load_model
-from sessions import omezarr
 from sessions.geometry import Box
 from sessions.jobfiles import append_event
 from sessions.jobs import ARRAY, LEDGER, array_info
-
+from sessions.volumes import omezarr
 
 
 def receptive_radius(model: UNet3D) -> tuple[int, int, int]:

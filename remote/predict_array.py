@@ -16,39 +16,14 @@ from __future__ import annotations
 
 import json
 import sys
-from itertools import product
 from pathlib import Path
 
-from sessions import omezarr
-from sessions.geometry import Box
+from remote.blocks import block_shape, plan_blocks
 from sessions.jobfiles import SPEC, atomic_write_json, read_json
 from sessions.jobs import ARRAY, TASKS
+from sessions.volumes import omezarr
 
 OUTPUT = "prediction.ome.zarr"
-DEFAULT_BLOCK = (32, 256, 256)
-
-
-def round_up(v: int, m: int) -> int:
-    return -(-v // m) * m
-
-
-def plan_blocks(shape, block) -> list[Box]:
-    ranges = [range(0, s, b) for s, b in zip(shape, block)]
-    return [Box(o, tuple(min(b, s - oo) for b, s, oo in zip(block, shape, o))) for o in product(*ranges)]
-
-
-def block_shape(spec: dict) -> tuple[int, int, int]:
-    """The spec's block, rounded up to whole output chunks: chunk-aligned writes, grid-aligned origins."""
-    block = tuple(int(b) for b in spec.get("block", DEFAULT_BLOCK))
-    return tuple(round_up(b, c) for b, c in zip(block, omezarr.DEFAULT_CHUNKS))
-
-
-def block_key(core: Box) -> str:
-    return "_".join(map(str, core.offset))
-
-
-def task_slice(n_blocks: int, tasks: int, task: int) -> slice:
-    return slice(task * n_blocks // tasks, (task + 1) * n_blocks // tasks)
 
 
 def task_dir(job_dir: Path, task: int) -> Path:

@@ -8,7 +8,6 @@ a checkpoint at the next iteration boundary and a clean exit.
 
 from __future__ import annotations
 
-import io
 import math
 import signal
 import time
@@ -18,12 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from remote.checkpoints import CHECKPOINT, MODEL, load_model, save
 from remote.model import UNet3D, UNetConfig, normalize, pick_device
 from remote.sampling import PatchSampler
-from sessions import omezarr
-from sessions.jobfiles import append_event, atomic_write_bytes
-
-CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
+from sessions.jobfiles import append_event
+from sessions.volumes import omezarr
 
 
 class Interrupted(Exception):
@@ -45,19 +43,6 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
         return (it + 1) / warmup
     t = (it - warmup) / max(1, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
-def save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_model(path: str | Path, device="cpu") -> tuple[UNet3D, dict]:
-    ck = torch.load(path, map_location=device, weights_only=False)
-    model = UNet3D(UNetConfig.from_dict(ck["config"]))
-    model.load_state_dict(ck["model"])
-    return model.to(device), ck
 
 
 def run(spec: dict, job_dir: Path) -> dict:

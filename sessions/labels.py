@@ -15,11 +15,11 @@ import numpy as np
 import zarr
 import zarr.codecs
 
-from sessions import volumes
 from sessions.errors import FibError
 from sessions.geometry import Box, fmt, unfmt
-from sessions.sources import read_labels
 from sessions.timeutil import now
+from sessions.volumes import catalog
+from sessions.volumes.sources import read_labels
 from sessions.workspace import Session
 
 
@@ -57,7 +57,7 @@ def _write_array(path, arr: np.ndarray, attrs: dict) -> None:
 
 
 def _volume_box(session: Session, volume: str, offset, shape, what: str) -> Box:
-    vol = volumes.get_volume(session, volume)
+    vol = catalog.get_volume(session, volume)
     box = Box(tuple(offset), tuple(shape))
     if not box.inside(vol["shape"]):
         raise FibError(f"{what} {box} lies outside volume {volume!r} of shape {fmt(vol['shape'])} (Z,Y,X); "
@@ -110,7 +110,7 @@ def draw_holdout(session: Session, volume: str, count: int, shape, *, within: Bo
     if session.db["holdout"].count_where("volume = ?", [volume]):
         raise FibError(f"held-out regions of volume {volume!r} are already drawn and frozen; "
                        "see `fibtui holdout list`")
-    vol = volumes.get_volume(session, volume)
+    vol = catalog.get_volume(session, volume)
     within = within or Box((0, 0, 0), vol["shape"])
     if not within.inside(vol["shape"]):
         raise FibError(f"--within {within} lies outside volume {volume!r} of shape {fmt(vol['shape'])}")

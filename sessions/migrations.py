@@ -92,3 +92,30 @@ def m003_volume_provenance(db: Database) -> None:
     db["volumes"].add_column("source_dtype", str)
     db["volumes"].add_column("conversion", str)
     db["volumes"].add_column("plan", str)
+
+
+@migrations()
+def m004_rounds_in_the_tui(db: Database) -> None:
+    """What the TUI's round needs recorded.
+
+    - jobs.resumes: the job this one continues (a resumed training is a new attempt of the same training);
+      jobs.init_from: the job whose model a training started from (NULL: from scratch).
+    - messages: a kind (question, answer, result, decision, deadlock, plain), the message it replies to,
+      and links to a job, a held-out region or a viewer position (JSON: volume, axis, z, y, x, zoom).
+    - interventions: one structured row per curator action (what, on what, with which parameters, by whom,
+      when, from where), written by the action itself; a reason can be attached afterwards.
+    """
+    db["jobs"].add_column("resumes", str)
+    db["jobs"].add_column("init_from", str)
+    db["messages"].add_column("kind", str, not_null_default="plain")
+    db["messages"].add_column("reply_to", int)
+    db["messages"].add_column("job", str)
+    db["messages"].add_column("region", int)
+    db["messages"].add_column("at", str)
+    db["interventions"].create(
+        {"id": int, "time": str, "author": str, "action": str, "subject": str, "subject_id": str,
+         "round": int, "params": str, "reason": str, "via": str},
+        pk="id",
+    )
+    db["interventions"].create_index(["time"])
+    db["messages"].create_index(["reply_to"])

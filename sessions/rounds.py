@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 
-from sessions import jobs, volumes
+from sessions import jobs
 from sessions.errors import FibError
 from sessions.geometry import unfmt
 from sessions.provenance import code_version
 from sessions.timeutil import now
+from sessions.volumes import catalog
 from sessions.workspace import Session
 
 
@@ -77,7 +78,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     names = {c["volume"] for c in crops}
     if len(names) > 1:
         raise FibError(f"crops span several volumes ({', '.join(sorted(names))}); one volume per round for now")
-    vol = volumes.get_volume(session, names.pop())
+    vol = catalog.get_volume(session, names.pop())
     init = None
     if rnd["parent"]:
         prev = jobs.latest(session, rnd["parent"], "train")

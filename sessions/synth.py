@@ -741,7 +741,7 @@ def write_ome_zarr(scene: Scene, out_path, labels_path, slab: int = 16,
     """
     import tifffile
 
-    from sessions import omezarr
+    from sessions.volumes import omezarr
 
     out_path, lab_path = Path(out_path), Path(labels_path)
     partial, lab_tmp = out_path.with_name(out_path.name + ".partial"), Path(str(lab_path) + ".partial")

@@ -50,10 +50,10 @@ def session(tmp_path):
 
 @pytest.fixture
 def ingested(session, blobs):
-    from sessions import volumes
+    from sessions.volumes import catalog
 
     path, raw, gt = blobs
-    volumes.ingest(session, path, name="blobs", voxel_size=(8, 8, 8))
+    catalog.ingest(session, path, name="blobs", voxel_size=(8, 8, 8))
     return session, raw, gt
 
 

@@ -57,19 +57,20 @@ def _predict_session(root: Path, shape=(32, 256, 256)):
     import torch
 
     from remote.model import UNet3D, UNetConfig
-    from sessions import rounds, volumes
+    from sessions import rounds
+    from sessions.volumes import catalog
     from sessions.workspace import init_session
 
     raw, _ = blobs_volume(shape, seed=5)
     tifffile.imwrite(root / "v.tif", raw)
     s = init_session(root / "s")
-    volumes.ingest(s, root / "v.tif", voxel_size=(8, 8, 8))
+    catalog.ingest(s, root / "v.tif", voxel_size=(8, 8, 8))
     rounds.new_round(s)
     torch.manual_seed(0)
     cfg = UNetConfig(voxel_size=(8, 8, 8), base=4, levels=2)
     ck = root / "model.pt"
     torch.save({"config": cfg.to_dict(), "model": UNet3D(cfg).state_dict()}, ck)
-    vol = volumes.get_volume(s, "v")
+    vol = catalog.get_volume(s, "v")
     spec = {"volume": {"name": "v", "path": str(s.path(vol["path"])), "voxel_size": [8, 8, 8]},
             "checkpoint": str(ck), "threads": 1, "device": "cpu", "block": [16, 128, 128]}
     return s, spec
@@ -98,7 +99,7 @@ def test_prediction_as_job_array_equals_single_process(slurm_infra, tmp_path):
     """8 blocks over a 3-task array (throttle 2) + a dependent final step: each task its own ledger, logs and
     events; the stitched multiscale output equals the local single-process prediction, level by level."""
     from remote import predict
-    from sessions import omezarr
+    from sessions.volumes import omezarr
 
     s, spec = _predict_session(tmp_path)
     shell = CountingShell()
@@ -443,7 +444,7 @@ def test_prediction_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
     directory pulled back; the result equals the local single-process prediction."""
     from remote import predict
     from remote.executors.ssh import SSHExecutor
-    from sessions import omezarr
+    from sessions.volumes import omezarr
 
     remote = shared_tmp / "remote"
     remote.mkdir(mode=0o1777)

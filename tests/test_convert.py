@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from sessions import convert
-from sessions.convert import Conversion, plan_conversion
+from sessions.volumes import convert
+from sessions.volumes.convert import Conversion, plan_conversion
 from sessions.errors import FibError
-from sessions.sources import open_source
+from sessions.volumes.sources import open_source
 
 
 def source_of(tmp_path, vol, name="v.tif"):

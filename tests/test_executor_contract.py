@@ -28,7 +28,8 @@ WAIT_S = 240  # generous: 2 cores shared with whatever else runs
 
 def _session_with_crop(root: Path) -> dict:
     """A session with one volume and one crop; returns a train spec template (paths under root)."""
-    from sessions import labels, rounds, volumes
+    from sessions import labels, rounds
+    from sessions.volumes import catalog
     from sessions.workspace import init_session
 
     raw, gt = blobs_volume((16, 64, 64), seed=3)
@@ -36,7 +37,7 @@ def _session_with_crop(root: Path) -> dict:
     tifffile.imwrite(root / "c.tif", gt + 1)
     s = init_session(root / "s")
     try:
-        volumes.ingest(s, root / "v.tif", voxel_size=(8, 8, 8))
+        catalog.ingest(s, root / "v.tif", voxel_size=(8, 8, 8))
         rnd = rounds.new_round(s)
         labels.add_crop(s, rnd["n"], "v", root / "c.tif", (0, 0, 0), ["bg", "blob"])
         spec = rounds.train_spec(s, rnd, target="blob", iterations=3, patch=(8, 32, 32), base=4, levels=2,

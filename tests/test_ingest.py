@@ -15,9 +15,9 @@ import zarr
 
 from conftest import db_snapshot, run_cli
 from fibtui import __version__
-from sessions import omezarr, volumes
+from sessions.volumes import catalog, omezarr
 from sessions.errors import FibError
-from sessions.ingest import layout
+from sessions.volumes.ingest import layout
 
 
 def _mean_pyramid_level(a: np.ndarray, f) -> np.ndarray:
@@ -35,8 +35,8 @@ def _tree(path) -> dict:
 
 def test_multipage_tiff_becomes_sharded_ome_zarr_pyramid(ingested):
     session, raw, _ = ingested
-    row = volumes.get_volume(session, "blobs")
-    ms = volumes.open_volume(session, "blobs")
+    row = catalog.get_volume(session, "blobs")
+    ms = catalog.open_volume(session, "blobs")
     assert len(ms.levels) >= 2 and row["levels"] == len(ms.levels)
     np.testing.assert_array_equal(ms.levels[0][:], raw)
     expect = raw
@@ -57,11 +57,11 @@ def test_source_checksum_covers_the_voxels_whatever_the_container(ingested, blob
     """Hashed by the tasks as they read (the source is read once); same voxels in HDF5 → same checksum."""
     import h5py
 
-    from sessions.ingest import recompute_checksum
-    from sessions.sources import open_source
+    from sessions.volumes.ingest import recompute_checksum
+    from sessions.volumes.sources import open_source
 
     session, raw, _ = ingested
-    row = volumes.get_volume(session, "blobs")
+    row = catalog.get_volume(session, "blobs")
     assert row["source_checksum"].startswith("blake3-voxels:")
     assert row["source_checksum"] == recompute_checksum(open_source(blobs[0]))
     assert row["source_format"] == "tiff" and row["source_dtype"] == "uint8"
@@ -80,12 +80,12 @@ def test_output_validates_as_ome_zarr_and_opens_in_ome_zarr_py(ingested):
     from ome_zarr_models.v05.image import Image
 
     session, raw, _ = ingested
-    path = volumes.open_volume(session, "blobs").path
+    path = catalog.open_volume(session, "blobs").path
     image = Image.from_zarr(zarr.open_group(str(path), mode="r"))
     assert [d.path for d in image.attributes.ome.multiscales[0].datasets][:2] == ["0", "1"]
     nodes = list(Reader(parse_url(str(path)))())
     assert np.array_equal(np.asarray(nodes[0].data[0]), raw)
-    assert len(nodes[0].data) == volumes.get_volume(session, "blobs")["levels"]
+    assert len(nodes[0].data) == catalog.get_volume(session, "blobs")["levels"]
 
 
 def test_slabs_cross_shards_and_pyramid_levels_in_several_stages(session, tmp_path):
@@ -96,8 +96,8 @@ def test_slabs_cross_shards_and_pyramid_levels_in_several_stages(session, tmp_pa
     _, _, stages = layout(raw.shape, (8, 8, 8))
     assert len(stages) >= 1
     tifffile.imwrite(tmp_path / "v.tif", raw)
-    volumes.ingest(session, tmp_path / "v.tif", voxel_size=(8, 8, 8), workers=2)
-    ms = volumes.open_volume(session, "v")
+    catalog.ingest(session, tmp_path / "v.tif", voxel_size=(8, 8, 8), workers=2)
+    ms = catalog.open_volume(session, "v")
     expect = raw
     for i, level in enumerate(ms.levels):
         if i:
@@ -108,7 +108,7 @@ def test_slabs_cross_shards_and_pyramid_levels_in_several_stages(session, tmp_pa
 
 def test_wide_slices_go_in_bands_with_the_same_bytes(tmp_path, monkeypatch):
     """Slices too wide for one task are cut into bands of whole shard rows; the store is unchanged."""
-    from sessions import ingest
+    from sessions.volumes import ingest
     from sessions.workspace import init_session
 
     raw = np.random.default_rng(5).integers(0, 255, (70, 1100, 300), dtype=np.uint8)
@@ -117,8 +117,8 @@ def test_wide_slices_go_in_bands_with_the_same_bytes(tmp_path, monkeypatch):
     for task_bytes in (ingest.TASK_BYTES, 1):
         monkeypatch.setattr(ingest, "TASK_BYTES", task_bytes)
         s = init_session(tmp_path / f"s{task_bytes}")
-        volumes.ingest(s, tmp_path / "w.tif", voxel_size=(8, 8, 8), workers=2)
-        trees.append(_tree(volumes.open_volume(s, "w").path))
+        catalog.ingest(s, tmp_path / "w.tif", voxel_size=(8, 8, 8), workers=2)
+        trees.append(_tree(catalog.open_volume(s, "w").path))
     assert ingest.band_rows(raw.shape) == 512                         # banded on the second run
     assert trees[0] == trees[1]
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s1" / "volumes" / "w.ome.zarr" / "0"))[:], raw)
@@ -141,13 +141,13 @@ def test_anisotropic_pyramid_keeps_coarse_axis():
 
 def test_same_command_again_is_a_no_op_and_other_content_is_refused(ingested, blobs, tmp_path):
     session, raw, _ = ingested
-    before = _tree(volumes.open_volume(session, "blobs").path)
-    again = volumes.ingest(session, blobs[0], name="blobs", voxel_size=(8, 8, 8))
+    before = _tree(catalog.open_volume(session, "blobs").path)
+    again = catalog.ingest(session, blobs[0], name="blobs", voxel_size=(8, 8, 8))
     assert again["status"] == "exists"
     tifffile.imwrite(tmp_path / "other.tif", raw[::-1].copy())
     with pytest.raises(FibError, match="already exists in this session with different content"):
-        volumes.ingest(session, tmp_path / "other.tif", name="blobs", voxel_size=(8, 8, 8))
-    assert _tree(volumes.open_volume(session, "blobs").path) == before
+        catalog.ingest(session, tmp_path / "other.tif", name="blobs", voxel_size=(8, 8, 8))
+    assert _tree(catalog.open_volume(session, "blobs").path) == before
     assert session.db["volumes"].count == 1
 
 
@@ -155,14 +155,14 @@ def test_uint16_needs_an_explicit_conversion_which_is_recorded(session, tmp_path
     data = np.random.default_rng(0).integers(1000, 3000, (8, 40, 40)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "w.tif", data)
     with pytest.raises(FibError, match="--convert"):
-        volumes.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8))
+        catalog.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8))
     assert not any(session.path("volumes").iterdir())
-    row = volumes.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8), convert="range:1000,3000")
+    row = catalog.ingest(session, tmp_path / "w.tif", voxel_size=(8, 8, 8), convert="range:1000,3000")
     conv = json.loads(row["conversion"])
     assert conv["method"] == "range" and (conv["low"], conv["high"]) == (1000, 3000)
     assert row["source_dtype"] == "uint16"
     expect = np.rint(np.clip((data.astype(np.float32) - 1000) * (255 / 2000), 0, 255)).astype(np.uint8)
-    np.testing.assert_array_equal(volumes.open_volume(session, "w").levels[0][:], expect)
+    np.testing.assert_array_equal(catalog.open_volume(session, "w").levels[0][:], expect)
 
 
 # ---------------------------------------------------------------- the CLI: kill -9 and resume, refusals

@@ -76,13 +76,13 @@ def test_holdout_random_frozen_and_clear_of_crops(ingested, tmp_path):
 
 def test_holdout_draw_depends_on_seed(tmp_path):
     from sessions.workspace import init_session
-    from sessions import volumes
+    from sessions.volumes import catalog
     raw = np.zeros((32, 96, 96), np.uint8)
     tifffile.imwrite(tmp_path / "v.tif", raw)
     offsets = []
     for i, seed in enumerate((1, 1, 2)):
         s = init_session(tmp_path / f"s{i}")
-        volumes.ingest(s, tmp_path / "v.tif", voxel_size=(8, 8, 8))
+        catalog.ingest(s, tmp_path / "v.tif", voxel_size=(8, 8, 8))
         offsets.append([r["offset"] for r in labels.draw_holdout(s, "v", 3, (8, 16, 16), seed=seed)])
     assert offsets[0] == offsets[1] and offsets[0] != offsets[2]
 

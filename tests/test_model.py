@@ -7,7 +7,7 @@ import torch
 from remote import predict
 from remote.model import UNet3D, UNetConfig
 from remote.train import lr_factor, masked_loss
-from sessions import omezarr
+from sessions.volumes import omezarr
 from sessions.geometry import Box
 
 

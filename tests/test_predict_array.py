@@ -22,7 +22,8 @@ def setup(tmp_path_factory):
 def test_tasks_then_finalize_equal_one_process(setup, tmp_path):
     from remote import predict, predict_array
     from remote.run import main
-    from sessions import jobs, omezarr
+    from sessions import jobs
+    from sessions.volumes import omezarr
     from sessions.jobfiles import atomic_write_json
 
     root, s, spec = setup

@@ -208,7 +208,7 @@ def test_array_profile_keys(tmp_path):
 
 
 def test_task_slices_partition_the_blocks():
-    from remote.predict_array import task_slice
+    from remote.blocks import task_slice
 
     for n in (1, 5, 8, 13):
         for k in range(1, n + 1):

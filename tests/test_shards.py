@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import zarr
 
-from sessions import omezarr
-from sessions.shards import ShardWriter
+from sessions.volumes import omezarr
+from sessions.volumes.shards import ShardWriter
 
 
 @pytest.fixture

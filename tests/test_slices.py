@@ -11,9 +11,10 @@ import tifffile
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
-from sessions import jobs, labels, omezarr, rounds, volumes
+from sessions import jobs, labels, rounds
+from sessions.volumes import catalog, omezarr
 from sessions.jobfiles import atomic_write_json
-from sessions.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
+from sessions.volumes.slices import AXES, MAX_UPSAMPLE, SliceSource, choose_level
 from sessions.workspace import init_session
 
 SHAPE, VOXEL = (24, 150, 140), (24.0, 8.0, 8.0)   # anisotropic: z is 3x coarser
@@ -29,7 +30,7 @@ def session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slices")
     s = init_session(tmp / "s")
     raw = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
-    volumes.write_volume(s, "v", raw, VOXEL, source="test")
+    catalog.write_volume(s, "v", raw, VOXEL, source="test")
     r = rounds.new_round(s)
     crop = np.zeros((6, 40, 30), np.uint8)
     crop[:, 5:35, 3:27] = 1
@@ -59,7 +60,7 @@ def test_read_matches_the_level_arrays(session, axis):
     s, raw, _ = session
     src = SliceSource.open(s, "v")
     assert src.levels >= 2 and src.prediction is not None
-    ms = volumes.open_volume(s, "v")
+    ms = catalog.open_volume(s, "v")
     normal = AXES[axis][0]
     for level in range(src.levels):
         f = src.step(axis, level)
@@ -125,7 +126,7 @@ def test_choose_level():
 ])
 def test_view_picks_the_level(session, rule, expected):
     """576 × 1152 nm on screens of 8, 12, 16, 24, 36 nm pixels; levels are (24,8,8), (24,16,16), (48,32,32) nm."""
-    src = SliceSource(volumes.open_volume(session[0], "v"), max_upsample=rule)
+    src = SliceSource(catalog.open_volume(session[0], "v"), max_upsample=rule)
     assert src.scales == [(24, 8, 8), (24, 16, 16), (48, 32, 32)]
     rows0 = {"xy": 72, "xz": 24}   # 576 nm of y, or of z
     for axis, levels in expected.items():

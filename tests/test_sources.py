@@ -16,8 +16,8 @@ import tifffile
 import zarr
 
 from sessions.errors import FibError
-from sessions import volumes
-from sessions.sources import open_source
+from sessions.volumes import catalog
+from sessions.volumes.sources import open_source
 from sessions.workspace import init_session
 
 SHAPE = (12, 40, 56)
@@ -371,7 +371,7 @@ def test_ome_tiff_without_a_usable_voxel_size_asks_for_one(tmp_path, metadata):
     s = init_session(tmp_path / "s")
     try:
         with pytest.raises(FibError, match="--voxel-size"):
-            volumes.ingest(s, path)
+            catalog.ingest(s, path)
     finally:
         s.close()
 
@@ -452,7 +452,7 @@ def test_read_into_a_reused_buffer(fmt, tmp_path):
 
 
 def test_array_source_has_the_same_interface():
-    from sessions.sources import ArraySource
+    from sessions.volumes.sources import ArraySource
 
     vol = volume(np.uint8)
     src = ArraySource(vol, "generated")

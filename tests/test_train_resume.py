@@ -17,14 +17,15 @@ from sessions import jobfiles
 
 @pytest.fixture
 def train_dir(tmp_path):
-    from sessions import labels, rounds, volumes
+    from sessions import labels, rounds
+    from sessions.volumes import catalog
     from sessions.workspace import init_session
 
     raw, gt = blobs_volume((16, 64, 64), seed=2)
     tifffile.imwrite(tmp_path / "v.tif", raw)
     tifffile.imwrite(tmp_path / "c.tif", gt + 1)
     s = init_session(tmp_path / "s")
-    volumes.ingest(s, tmp_path / "v.tif", voxel_size=(8, 8, 8))
+    catalog.ingest(s, tmp_path / "v.tif", voxel_size=(8, 8, 8))
     rnd = rounds.new_round(s)
     labels.add_crop(s, rnd["n"], "v", tmp_path / "c.tif", (0, 0, 0), ["bg", "blob"])
     spec = rounds.train_spec(s, rnd, target="blob", iterations=40, patch=(8, 32, 32), base=4, levels=2,

@@ -12,14 +12,15 @@ import pytest
 import tifffile
 from textual.widgets import DataTable, Sparkline
 
-from fibtui.tui import halfblock
+from fibtui.tui.widgets import halfblock
 from fibtui.tui.app import FibApp
-from fibtui.tui.modals import ConfirmScreen, FormScreen
-from fibtui.tui.session_screen import SessionScreen
-from fibtui.tui.viewer import SliceView, View, ViewerScreen, build_frame
-from sessions import jobs, journal, labels, omezarr, rounds, volumes
+from fibtui.tui.screens.dialogs import ConfirmScreen, FormScreen
+from fibtui.tui.screens.session import SessionScreen
+from fibtui.tui.screens.viewer import SliceView, View, ViewerScreen, build_frame
+from sessions import jobs, journal, labels, rounds
+from sessions.volumes import catalog, omezarr
 from sessions.jobfiles import STDERR, append_event
-from sessions.slices import SliceSource
+from sessions.volumes.slices import SliceSource
 from sessions.workspace import init_session, open_session
 
 
@@ -28,7 +29,7 @@ def session(tmp_path):
     """Volume, round, crop, message, note, and a RUNNING train job backed by a live process."""
     s = init_session(tmp_path / "s")
     raw = np.random.default_rng(1).integers(0, 256, (16, 64, 64), dtype=np.uint8)
-    volumes.write_volume(s, "vol", raw, (8, 8, 8), source="test")
+    catalog.write_volume(s, "vol", raw, (8, 8, 8), source="test")
     r = rounds.new_round(s)
     crop = np.ones((4, 16, 16), np.uint8)
     crop[1:3, 4:12, 4:12] = 2

@@ -16,8 +16,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from fibtui.tui.modals import HelpScreen
-from fibtui.tui.session_screen import SessionScreen
+from fibtui.tui.screens.dialogs import HelpScreen
+from fibtui.tui.screens.session import SessionScreen
 from sessions.workspace import open_session
 
 

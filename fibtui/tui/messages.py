@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.strip import Strip
 
 from fibtui.tui.snapshot import Snapshot
-from sessions.slices import SliceSource
+from sessions.volumes.slices import SliceSource
 
 
 @dataclass

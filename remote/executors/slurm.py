@@ -21,11 +21,11 @@ from pathlib import Path
 
 from remote.executors.base import Executor, JobStatus, deleted_reason, read_tail
 from remote.predict_array import task_dir
-from sessions.jobs import array_info
 from remote.profiles import ClusterProfile
 from remote.sbatch import ARRAY_SCRIPT, FINAL_SCRIPT, SCRIPT, sbatch_array_scripts, sbatch_script
 from sessions.errors import FibError
 from sessions.jobfiles import SPEC, STDERR, read_json, read_result, tail
+from sessions.jobs import array_info
 
 # squeue --Format fields (width + "|" suffix; values are stripped). JobID alone is the raw id of an
 # array task (or the array's id while its tasks are still pending together): key tasks by

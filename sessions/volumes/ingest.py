@@ -30,10 +30,10 @@ from pathlib import Path
 import blake3
 import numpy as np
 
-from sessions import omezarr
 from sessions.errors import FibError
 from sessions.provenance import code_version
-from sessions.shards import ShardWriter, reused
+from sessions.volumes import omezarr
+from sessions.volumes.shards import ShardWriter, reused
 
 FORMAT = "fibtui-ingest/1"
 SLAB, BAND = omezarr.VOLUME_SHARDS[:2]   # a task covers whole level-0 shards: 64 slices × 512-row bands

@@ -14,8 +14,17 @@ import numpy as np
 import tifffile
 
 from sessions.errors import FibError
-from sessions.sources.base import (FORMATS_HINT, SUPPORTED_DTYPES, TIFF_SUFFIXES, Source, _check_grey, _unit_nm,
-                                   _unreadable, _voxel, natural_key)
+from sessions.volumes.sources.base import (
+    FORMATS_HINT,
+    SUPPORTED_DTYPES,
+    TIFF_SUFFIXES,
+    Source,
+    _check_grey,
+    _unit_nm,
+    _unreadable,
+    _voxel,
+    natural_key,
+)
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 

@@ -6,8 +6,17 @@ import os
 from pathlib import Path
 
 from sessions.errors import FibError
-from sessions.sources.base import (CHUNK_REMEDY, Source, _check_grey, _list5, _read_json, _tree_files,
-                                   _unit_nm, _unreadable, _voxel)
+from sessions.volumes.sources.base import (
+    CHUNK_REMEDY,
+    Source,
+    _check_grey,
+    _list5,
+    _read_json,
+    _tree_files,
+    _unit_nm,
+    _unreadable,
+    _voxel,
+)
 
 
 def _n5_voxel(attrs: dict) -> tuple[float, float, float] | None:

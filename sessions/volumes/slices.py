@@ -24,9 +24,10 @@ from functools import lru_cache
 import numpy as np
 import zarr
 
-from sessions import jobs, omezarr, volumes
+from sessions import jobs
 from sessions.errors import FibError
 from sessions.geometry import unfmt
+from sessions.volumes import catalog, omezarr
 from sessions.workspace import Session
 
 # axis name -> (normal axis, row axis, column axis) in Z,Y,X
@@ -143,7 +144,7 @@ class SliceSource:
                                                       order_by="id"))
         blocks = [LabelBlock(str(session.path(r.get("labels_path") or r["path"])), unfmt(r["offset"]),
                              unfmt(r["shape"])) for r in rows]
-        return cls(volumes.open_volume(session, volume), blocks, latest_prediction(session, volume), name=volume)
+        return cls(catalog.open_volume(session, volume), blocks, latest_prediction(session, volume), name=volume)
 
     @property
     def levels(self) -> int:

@@ -8,8 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from sessions.errors import FibError
-from sessions.sources.base import (CHUNK_REMEDY, FORMATS_HINT, Source, _check_grey, _list5, _read_json,
-                                   _tree_files, _unit_nm, _unreadable, _voxel)
+from sessions.volumes.sources.base import (
+    CHUNK_REMEDY,
+    FORMATS_HINT,
+    Source,
+    _check_grey,
+    _list5,
+    _read_json,
+    _tree_files,
+    _unit_nm,
+    _unreadable,
+    _voxel,
+)
 
 
 def _zarr_attrs(path: Path) -> dict:

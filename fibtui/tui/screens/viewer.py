@@ -27,10 +27,10 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
-from fibtui.tui import halfblock
 from fibtui.tui.messages import FrameReady, SourceReady
+from fibtui.tui.widgets import halfblock
 from sessions.errors import FibError
-from sessions.slices import AXES, SliceSource
+from sessions.volumes.slices import AXES, SliceSource
 from sessions.workspace import Session, open_session
 
 OVERLAYS = ("labels+prediction", "labels", "prediction", "none")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sessions.errors import FibError
-from sessions.sources import Source
+from sessions.volumes.sources import Source
 
 DEFAULT_PERCENTILES = (0.1, 99.9)  # CDeep3M's clipping of the intensity histogram
 SAMPLE_SLICES = 32

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from fibtui.tui import snapshot
 from fibtui.tui.messages import ActionDone, LogTail, RefreshFailed, SnapshotReady
-from fibtui.tui.modals import ConfirmScreen, Field, FormScreen
+from fibtui.tui.screens.dialogs import ConfirmScreen, Field, FormScreen
 from fibtui.tui.snapshot import Snapshot
 from remote.dispatch import Backoff, Dispatcher
 from sessions import journal
@@ -270,7 +270,7 @@ class SessionScreen(Screen):
     # -- actions ---------------------------------------------------------------
 
     def action_viewer(self) -> None:
-        from fibtui.tui.viewer import ViewerScreen
+        from fibtui.tui.screens.viewer import ViewerScreen
 
         self.app.push_screen(ViewerScreen(self.root))
 

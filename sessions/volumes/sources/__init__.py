@@ -17,12 +17,18 @@ import numpy as np
 import tifffile
 
 from sessions.errors import FibError
-from sessions.sources.base import (FORMATS_HINT, SUPPORTED_DTYPES, TIFF_SUFFIXES, ArraySource, Source,
-                                   natural_key)
-from sessions.sources.hdf5 import Hdf5Source
-from sessions.sources.n5 import N5Source
-from sessions.sources.tiff import TiffFolder, TiffStack
-from sessions.sources.zarr_array import ZarrSource
+from sessions.volumes.sources.base import (
+    FORMATS_HINT,
+    SUPPORTED_DTYPES,
+    TIFF_SUFFIXES,
+    ArraySource,
+    Source,
+    natural_key,
+)
+from sessions.volumes.sources.hdf5 import Hdf5Source
+from sessions.volumes.sources.n5 import N5Source
+from sessions.volumes.sources.tiff import TiffFolder, TiffStack
+from sessions.volumes.sources.zarr_array import ZarrSource
 
 __all__ = ["FORMATS_HINT", "SUPPORTED_DTYPES", "TIFF_SUFFIXES", "ArraySource", "Hdf5Source", "N5Source", "Source",
            "TiffFolder", "TiffStack", "ZarrSource", "natural_key", "open_source", "read_labels"]

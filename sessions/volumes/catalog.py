@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sessions import omezarr
-from sessions.convert import plan_conversion
 from sessions.errors import FibError
 from sessions.geometry import fmt, unfmt
-from sessions.ingest import Ingest
-from sessions.sources import ArraySource, open_source
 from sessions.timeutil import now
+from sessions.volumes import omezarr
+from sessions.volumes.convert import plan_conversion
+from sessions.volumes.ingest import Ingest
+from sessions.volumes.sources import ArraySource, open_source
 from sessions.workspace import Session
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -47,7 +47,7 @@ def volume_dir(session: Session, name: str) -> Path:
 def ingest(session: Session, source_path: str | Path, *, name: str | None = None, voxel_size=None,
            convert: str | None = None, workers: int | None = None,
            progress: Callable[..., None] | None = None, announce: Callable[[str], None] | None = None) -> dict:
-    """Convert a raw volume into the session's OME-Zarr pyramid and register it (see `sessions.ingest`).
+    """Convert a raw volume into the session's OME-Zarr pyramid and register it (see `sessions.volumes.ingest`).
 
     Running the same command again resumes an interrupted ingest, or returns the
     finished volume with `"status": "exists"`; other content under the name is refused.

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sessions.errors import FibError
-from sessions.sources.base import FORMATS_HINT, Source, _check_grey, _list5, _unreadable, _voxel
+from sessions.volumes.sources.base import FORMATS_HINT, Source, _check_grey, _list5, _unreadable, _voxel
 
 
 def _h5py():

@@ -1,0 +1,1 @@
+"""Screens of the TUI: the session overview, the slice viewer, dialogs."""
