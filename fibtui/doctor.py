@@ -62,16 +62,13 @@ def slurm() -> list[Check]:
 
 def ssh(config: str | None = None) -> list[Check]:
     from remote.executors.named import executor_for
-    from remote.profiles import config_paths, load_profiles
+    from remote.profiles import all_profiles
     from sessions.errors import FibError
 
-    profiles = {}
-    for path in reversed(config_paths(config)):  # nearest file wins
-        if path.exists() or config:
-            try:
-                profiles.update(load_profiles(path))
-            except FibError as e:
-                return [("config", False, str(e))]
+    try:
+        profiles = all_profiles(config)
+    except FibError as e:
+        return [("config", False, str(e))]
     out: list[Check] = []
     for name, prof in profiles.items():
         if not prof.ssh_host:

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from remote.executors import Executor, get_executor
-from sessions import jobs
+from sessions import jobs, rounds
 from sessions.errors import FibError
+from sessions.jobfiles import append_event
 from sessions.workspace import Session
 
 
@@ -67,16 +68,21 @@ class Dispatcher:
         for ex in self._executors.values():
             ex.close()
 
-    def submit(self, round_n: int, kind: str, spec: dict, executor: str = "local") -> dict:
+    def submit(self, round_n: int, kind: str, spec: dict, executor: str = "local", *, resumes: str | None = None,
+               prepare: Callable[[Path], None] | None = None) -> dict:
         """Check the executor (reachable, fibtui installed there), create the job, submit it.
 
-        When the check or the submission fails, the session is left as it was (no job row, no
-        job directory) and the error is one line."""
+        `resumes`: the job this one is a new attempt of (jobs.resumes). `prepare(job_dir)` runs
+        after the job directory is made and before the executor sees it (e.g. to put a checkpoint in).
+        When the check, `prepare` or the submission fails, the session is left as it was (no job row,
+        no job directory) and the error is one line."""
         ex = self.executor(executor)
         ex.preflight()
-        job = jobs.create(self.session, round_n, kind, spec, ex.name)
+        job = jobs.create(self.session, round_n, kind, spec, ex.name, resumes=resumes)
         d = jobs.job_dir(self.session, job)
         try:
+            if prepare is not None:
+                prepare(d)
             ext = ex.submit(d)
         except BaseException as e:
             self.session.db["jobs"].delete(job["id"])
@@ -88,6 +94,48 @@ class Dispatcher:
             raise FibError(f"job {job['id']}: could not be submitted to {ex.name} ({e})") from None
         self.session.db["jobs"].update(job["id"], {"external_id": ext})
         return {**job, "external_id": ext}
+
+    def resume(self, job_id: str, *, iterations: int | None = None, executor: str | None = None,
+               settle_s: float = 30.0) -> dict:
+        """Continue a stopped training as a new attempt (same round; jobs.resumes = job_id) and submit it.
+
+        Runs on the old attempt's executor unless `executor` names another. The old attempt is first
+        given up to `settle_s` to finish stopping (a cancelled training writes its checkpoint on the way
+        out), its directory is fetched here (results(): an SSH pull), its late events are folded; then its
+        checkpoint.pt is copied into the new job directory before the executor submits it, so the
+        training continues from that iteration exactly. A failure leaves no job row and no directory."""
+        old = jobs.get(self.session, job_id)
+        if old["kind"] == "train" and old["state"] in jobs.STOPPED:
+            self._settle(old, settle_s)
+            src = self.results(job_id) / jobs.CHECKPOINT  # an SSH pull brings its last events and checkpoint
+        round_n, spec = rounds.resume_spec(self.session, job_id, iterations=iterations)  # refuses all else
+        if not src.is_file():
+            raise FibError(f"job {job_id}: its checkpoint {src} is missing (deleted?); train again instead")
+
+        def prepare(d: Path) -> None:
+            tmp = d / f".{jobs.CHECKPOINT}.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(d / jobs.CHECKPOINT)
+            # recorded as the new attempt's own: stopped before its first step, it can still be resumed
+            append_event(d, "checkpoint", step=spec["resume_from"]["iteration"], path=jobs.CHECKPOINT,
+                         copied_from=job_id)
+
+        return self.submit(round_n, "train", spec, executor or old["executor"], resumes=job_id, prepare=prepare)
+
+    def _settle(self, job: dict, timeout_s: float) -> None:
+        """Wait until the executor no longer runs `job` (recorded as ended, its process may still be stopping)."""
+        if not job["external_id"]:
+            return
+        ex, d = self.executor(job["executor"]), jobs.job_dir(self.session, job)
+        t0 = time.monotonic()
+        while True:
+            st = ex.status([(job["external_id"], d)]).get(job["external_id"])
+            if st is None or st.state not in jobs.ACTIVE:
+                return
+            if time.monotonic() - t0 >= timeout_s:
+                raise FibError(f"job {job['id']} is still stopping on {job['executor']} after {timeout_s:.0f} s; "
+                               "resume it once it has ended")
+            self._sleep(0.5)
 
     def refresh(self) -> list[dict]:
         """Ingest events of every active job, record resource use, settle the finished ones; return them updated.

@@ -170,4 +170,43 @@ def load_profile(name: str, config: str | os.PathLike | None = None) -> ClusterP
     raise FibError(f"cluster profile {name!r} not found in {where}; add a [profiles.{name}] table")
 
 
-__all__ = ["ClusterProfile", "load_profile", "load_profiles", "config_paths"]
+def _files(config: str | os.PathLike | None) -> list[Path]:
+    """The config files that exist (or the one named explicitly), nearest first."""
+    return [p for p in config_paths(config) if config or p.exists()]
+
+
+def all_profiles(config: str | os.PathLike | None = None) -> dict[str, ClusterProfile]:
+    """Every profile of every config file; a nearer file's profile wins over a farther one's of the same name."""
+    out: dict[str, ClusterProfile] = {}
+    for path in reversed(_files(config)):
+        out.update(load_profiles(path))
+    return out
+
+
+def executor_names(config: str | os.PathLike | None = None) -> list[str]:
+    """What `--executor` can name here: local, slurm, then slurm:<p> / ssh:<p> for each profile."""
+    names = ["local", "slurm"]
+    for name, prof in all_profiles(config).items():
+        names.append(f"ssh:{name}" if prof.ssh_host else f"slurm:{name}")
+    return names
+
+
+ROLES = ("curator", "scientist")
+
+
+def config_role(config: str | os.PathLike | None = None) -> str:
+    """`role = "scientist"` at the top of the nearest config that sets it: the TUI opens read-only."""
+    for path in _files(config):
+        try:
+            role = tomllib.loads(path.read_text()).get("role")
+        except (FileNotFoundError, tomllib.TOMLDecodeError):
+            continue
+        if role is not None:
+            if role not in ROLES:
+                raise FibError(f"{path}: role = {role!r}; use \"curator\" or \"scientist\"")
+            return role
+    return "curator"
+
+
+__all__ = ["ClusterProfile", "all_profiles", "config_paths", "config_role", "executor_names", "load_profile",
+           "load_profiles"]

@@ -4,6 +4,14 @@ Resumable: every `checkpoint_every` iterations the full state (model,
 optimiser, LR schedule, RNG states, iteration) goes atomically to
 `checkpoint.pt`; a restarted job continues from it. SIGTERM/SIGUSR1 ask for
 a checkpoint at the next iteration boundary and a clean exit.
+
+A resumed training is a new job (a new attempt, `resume_from` in its spec)
+whose directory starts with the old attempt's checkpoint.pt: it continues from
+that iteration exactly ("resumed" event; steps, metrics and RNG streams go on
+from there), so with the same total it ends on bit-identical weights. With more
+iterations, the warm-up stays as it was and the cosine decay is recomputed for
+the new total: from the resumed iteration on, the learning rate follows the
+schedule of a run that had been started with the new total.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
 
 def run(spec: dict, job_dir: Path) -> dict:
     job_dir = Path(job_dir)
+    stop = {"signal": None}  # asked to stop during the set-up too: one step, a checkpoint, a clean exit
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, on_signal)
     device = pick_device(spec.get("device", "auto"))
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -57,10 +72,15 @@ def run(spec: dict, job_dir: Path) -> dict:
     raw = omezarr.open_multiscale(spec["volume"]["path"]).levels[0]
     cfg = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec.get("model", {}))
     model = UNet3D(cfg).to(device)
-    if spec.get("init_checkpoint"):
+    ck_path = job_dir / CHECKPOINT
+    if spec.get("resume_from") and not ck_path.exists():
+        raise ValueError(f"spec resumes {spec['resume_from'].get('job')} but {ck_path} is missing; "
+                         "resume again, or train from scratch")
+    if spec.get("init_checkpoint") and not ck_path.exists():  # resuming: the checkpoint has the weights
         init, _ = load_model(spec["init_checkpoint"], device)
         if init.cfg.to_dict() != cfg.to_dict():
-            raise ValueError("the previous round's checkpoint has another architecture; train from scratch")
+            raise ValueError(f"{spec['init_checkpoint']} has another architecture than the spec's model; "
+                             "train from scratch")
         model.load_state_dict(init.state_dict())
     total = int(spec["iterations"])
     opt = torch.optim.AdamW(model.parameters(), lr=float(spec.get("lr", 1e-3)),
@@ -71,7 +91,6 @@ def run(spec: dict, job_dir: Path) -> dict:
     sampler = PatchSampler(raw, spec["crops"], spec["target"], spec["patch"], rng,
                            transpose_yx=spec["volume"]["voxel_size"][1] == spec["volume"]["voxel_size"][2])
     start = 0
-    ck_path = job_dir / CHECKPOINT
     if ck_path.exists():
         ck = torch.load(ck_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -80,21 +99,19 @@ def run(spec: dict, job_dir: Path) -> dict:
         torch.set_rng_state(ck["torch_rng"])
         rng.bit_generator.state = ck["numpy_rng"]
         start = ck["iteration"]
-        append_event(job_dir, "resumed", step=start)
+        warmup = ck.get("warmup", warmup)  # the lambda reads it: the warm-up of the first attempt
+        if ck.get("total", total) != total:  # more iterations: this step's LR on the new total's schedule
+            for g, base_lr in zip(opt.param_groups, sched.base_lrs):
+                g["lr"] = base_lr * lr_factor(start, total, warmup)
+            sched._last_lr = [g["lr"] for g in opt.param_groups]
+        append_event(job_dir, "resumed", step=start, total=total, **(
+            {"previous_total": ck["total"]} if ck.get("total", total) != total else {}))
 
     def checkpoint(it: int) -> None:
         save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "iteration": it,
-              "config": cfg.to_dict()}, ck_path)
+              "config": cfg.to_dict(), "total": total, "warmup": warmup}, ck_path)
         append_event(job_dir, "checkpoint", step=it, path=CHECKPOINT)
-
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signal.Signals(signum).name
-
-    for s in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(s, on_signal)
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
     log_every = max(1, int(spec.get("log_every", 5)))

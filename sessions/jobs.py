@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessions.errors import FibError
-from sessions.jobfiles import SPEC, atomic_write_json, read_events, read_json, read_result
+from sessions.jobfiles import EVENTS, SPEC, atomic_write_json, read_events, read_json, read_result
 from sessions.timeutil import now
 from sessions.workspace import Session
 
@@ -20,6 +20,8 @@ ARRAY, TASKS, LEDGER = "array.json", "tasks", "blocks.done"
 
 ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY")
+STOPPED = tuple(s for s in TERMINAL if s != "COMPLETED")  # ended, but not after its last iteration
+CHECKPOINT = "checkpoint.pt"  # a training's full state (remote/checkpoints.py writes it): what a resume needs
 
 
 def array_info(d: Path) -> dict | None:
@@ -45,7 +47,15 @@ def job_dir(session: Session, job: dict) -> Path:
     return session.path(job["dir"])
 
 
-def create(session: Session, round_n: int, kind: str, spec: dict, executor: str) -> dict:
+def create(session: Session, round_n: int, kind: str, spec: dict, executor: str, *, resumes: str | None = None,
+           init_from: str | None = None) -> dict:
+    """A new job: its directory with spec.json, and its row (PENDING).
+
+    `resumes`: the job this one continues (a new attempt of the same training).
+    `init_from`: the job whose model a training starts from; for a train spec it
+    defaults to spec["init_job"] (None: from scratch)."""
+    if init_from is None and kind == "train":
+        init_from = spec.get("init_job")
     n = session.db["jobs"].count_where("round = ? and kind = ?", [round_n, kind]) + 1
     job_id = f"r{round_n}-{kind}-{n}"
     d = session.path("jobs", job_id)
@@ -56,6 +66,7 @@ def create(session: Session, round_n: int, kind: str, spec: dict, executor: str)
         "state": "PENDING", "reason": None, "dir": session.rel(d), "submitted": now(), "started": None,
         "ended": None, "progress": 0.0, "message": None, "events_offset": 0, "heartbeat": None,
         "elapsed_s": None, "gpus": None, "gpu_hours": None, "elapsed_prev_s": None, "gpu_hours_prev": None,
+        "resumes": resumes, "init_from": init_from,
     }
     session.db["jobs"].insert(row)
     return row
@@ -75,6 +86,74 @@ def active(session: Session) -> list[dict]:
 def latest(session: Session, round_n: int, kind: str) -> dict | None:
     return next(session.db["jobs"].rows_where("round = ? and kind = ?", [round_n, kind],
                                               order_by="rowid desc", limit=1), None)
+
+
+def spec(session: Session, job: dict) -> dict | None:
+    """The job's spec.json (None when its directory is gone or the file unreadable)."""
+    try:
+        return read_json(job_dir(session, job) / SPEC)
+    except (OSError, ValueError):
+        return None
+
+
+def resume_check(session: Session, job: dict) -> tuple[int | None, str | None]:
+    """(iteration a new attempt can resume from, None) or (None, why not: one line that says what to do).
+
+    Folds events the job wrote after it was settled first (a cancelled training
+    writes its last checkpoint on its way out, after `cancel` recorded it)."""
+    job_id = job["id"]
+    if job["kind"] != "train":
+        return None, f"job {job_id} is a {job['kind']} job; only a training can be resumed"
+    if job["state"] in ACTIVE:
+        return None, f"job {job_id} is still {job['state']}; cancel it first, or let it finish"
+    if job["state"] == "COMPLETED":
+        return None, (f"job {job_id} completed all its iterations; nothing to resume "
+                      "(train again to fine-tune from its model)")
+    later = next(session.db["jobs"].rows_where("resumes = ?", [job_id], order_by="rowid", limit=1), None)
+    if later is not None:
+        return None, f"job {job_id} was already resumed by {later['id']}; resume that one instead"
+    events = job_dir(session, job) / EVENTS
+    try:
+        if events.stat().st_size > (job["events_offset"] or 0):
+            job = ingest(session, job)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    row = session.db.execute("select max(iteration) from checkpoints where job = ? and (path = ? or path like ?)",
+                             [job_id, CHECKPOINT, f"%/{CHECKPOINT}"]).fetchone()
+    if row is None or row[0] is None:
+        every = (spec(session, job) or {}).get("checkpoint_every", "?")
+        return None, (f"job {job_id} ({job['state']}) stopped before its first checkpoint "
+                      f"(every {every} iterations); train again instead")
+    return int(row[0]), None
+
+
+def resumable(session: Session, job: dict) -> int | None:
+    """The iteration a stopped training can be resumed from, or None.
+
+    A train job that ended before its last iteration (a terminal state other than
+    COMPLETED), has a full checkpoint (checkpoint.pt in the checkpoints table) and
+    that no later attempt resumes yet."""
+    return resume_check(session, job)[0]
+
+
+def lineage(session: Session, job_id: str) -> list[str]:
+    """The attempts of one training, oldest first: back along `resumes`, then forward to the last attempt."""
+    chain, seen = [], set()
+    current: str | None = job_id
+    while current and current not in seen:  # back to the first attempt
+        seen.add(current)
+        chain.append(current)
+        row = session.db.execute("select resumes from jobs where id = ?", [current]).fetchone()
+        current = row[0] if row else None
+    chain.reverse()
+    current = job_id
+    while True:  # forward: the attempt that resumes this one (one by construction; the first if several)
+        row = session.db.execute("select id from jobs where resumes = ? order by rowid limit 1", [current]).fetchone()
+        if row is None or row[0] in seen:
+            return chain
+        current = row[0]
+        seen.add(current)
+        chain.append(current)
 
 
 def ingest(session: Session, job: dict) -> dict:
@@ -124,6 +203,8 @@ def _fold(job: dict, events: list[dict]) -> tuple[dict, list[dict], list[dict]]:
             if "loss" in ev:
                 upd["message"] = f"it {ev['step']}/{total} loss {ev['loss']:.4f}"
                 metrics.append({"name": "loss", "value": ev["loss"], "step": ev["step"], "time": stamp})
+                if "lr" in ev:
+                    metrics.append({"name": "lr", "value": ev["lr"], "step": ev["step"], "time": stamp})
             else:
                 upd["message"] = f"{ev.get('step')}/{total}"
         elif t == "metric":

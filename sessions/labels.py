@@ -24,19 +24,31 @@ from sessions.workspace import Session
 
 
 def session_classes(session: Session, given: list[str] | None) -> list[str]:
-    """The class names are fixed by the first crop; later crops must agree."""
+    """The class names are fixed by the first crop; later crops must agree.
+
+    Only checks: the caller stores new names (`fix_classes`) once its labels are written, so a crop
+    refused for another reason leaves the session without classes, as it was."""
     stored = session.meta("classes")
     if stored is None:
         if not given:
             raise FibError("no classes defined yet: pass --classes name1,name2,... (label 1 = name1, ...)")
         if len(set(given)) != len(given) or not all(given):
             raise FibError(f"--classes {','.join(given)}: names must be distinct and non-empty")
-        session.set_meta("classes", given)
         return given
     classes = json.loads(stored)
     if given and given != classes:
         raise FibError(f"--classes {','.join(given)}: this session's classes are {','.join(classes)}")
     return classes
+
+
+def known_classes(session: Session) -> list[str]:
+    """The session's class names (label 1 = the first), or [] before the first crop defines them."""
+    return json.loads(session.meta("classes") or "[]")
+
+
+def fix_classes(session: Session, names: list[str]) -> None:
+    if session.meta("classes") is None:
+        session.set_meta("classes", names)
 
 
 def _check_labels(arr: np.ndarray, classes: list[str], where: str) -> None:
@@ -97,7 +109,9 @@ def add_crop(session: Session, round_n: int, volume: str, labels_path, offset, c
         "created": now(),
     }
     try:
-        session.db["crops"].insert(row)
+        with session.db.atomic():
+            session.db["crops"].insert(row)
+            fix_classes(session, names)
     except Exception:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -105,8 +119,10 @@ def add_crop(session: Session, round_n: int, volume: str, labels_path, offset, c
 
 
 def draw_holdout(session: Session, volume: str, count: int, shape, *, within: Box | None = None,
-                 seed: int | None = None, max_tries: int = 10000) -> list[dict]:
-    """Draw `count` non-overlapping boxes uniformly at random, avoiding every crop; freeze them."""
+                 seed: int | None = None, max_tries: int = 10000, dry_run: bool = False) -> list[dict]:
+    """Draw `count` non-overlapping boxes uniformly at random, avoiding every crop; freeze them.
+
+    `dry_run`: every check and the draw itself, nothing stored (what a form checks before it asks)."""
     if session.db["holdout"].count_where("volume = ?", [volume]):
         raise FibError(f"held-out regions of volume {volume!r} are already drawn and frozen; "
                        "see `fibtui holdout list`")
@@ -134,15 +150,21 @@ def draw_holdout(session: Session, volume: str, count: int, shape, *, within: Bo
                        "without overlapping crops or each other; ask for fewer or smaller")
     rows = [{"volume": volume, "offset": fmt(b.offset), "shape": fmt(b.shape), "seed": seed,
              "labels_path": None, "classes": None, "created": now()} for b in drawn]
+    if dry_run:
+        return rows
     with session.db.atomic():
         session.db["holdout"].insert_all(rows)
     return list(session.db["holdout"].rows_where("volume = ?", [volume], order_by="id"))
 
 
-def label_holdout(session: Session, region_id: int, labels_path, classes: list[str] | None = None) -> dict:
+def check_holdout_labels(session: Session, region_id: int, labels_path,
+                         classes: list[str] | None = None) -> tuple[dict, np.ndarray, list[str]]:
+    """Everything `label_holdout` checks, nothing written: (region row, labels, class names)."""
     row = next(session.db["holdout"].rows_where("id = ?", [region_id]), None)
     if row is None:
         raise FibError(f"held-out region {region_id} does not exist; see `fibtui holdout list`")
+    if row["labels_path"]:
+        raise FibError(f"held-out region {region_id} is already labelled; its labels are frozen")
     arr = read_labels(labels_path)
     shape = unfmt(row["shape"])
     if arr.shape != shape:
@@ -150,9 +172,16 @@ def label_holdout(session: Session, region_id: int, labels_path, classes: list[s
                        f"is {fmt(shape)} (Z,Y,X)")
     names = session_classes(session, classes)
     _check_labels(arr, names, str(labels_path))
+    return row, arr, names
+
+
+def label_holdout(session: Session, region_id: int, labels_path, classes: list[str] | None = None) -> dict:
+    row, arr, names = check_holdout_labels(session, region_id, labels_path, classes)
     path = session.path("holdout", f"{region_id}.zarr")
     if path.exists():
         raise FibError(f"held-out region {region_id} is already labelled; its labels are frozen")
     _write_array(path, arr, {"volume": row["volume"], "offset": list(unfmt(row["offset"])), "classes": names})
-    session.db["holdout"].update(region_id, {"labels_path": session.rel(path), "classes": json.dumps(names)})
+    with session.db.atomic():
+        session.db["holdout"].update(region_id, {"labels_path": session.rel(path), "classes": json.dumps(names)})
+        fix_classes(session, names)
     return next(session.db["holdout"].rows_where("id = ?", [region_id]))

@@ -1,7 +1,8 @@
 """Labeling rounds and the job specs they produce.
 
 A round groups the crops added during it, one training job (fine-tuned from
-the previous round's model when there is one), one prediction and one
+the latest model of the same target class when there is one; a stopped
+training is resumed as a new attempt of it), one prediction and one
 evaluation. Training in round n uses the crops of rounds 1..n. A spec holds
 everything a job needs, with absolute paths, so the job has no hidden state.
 """
@@ -63,15 +64,62 @@ def _completed(session: Session, round_n: int, kind: str, what: str) -> dict:
     return job
 
 
+def set_target(session: Session, n: int, target: str) -> dict:
+    """Record the class round n trains (call it once its training was submitted)."""
+    check_target(session, target)
+    rnd = get(session, n)
+    if rnd["target"] != target:
+        session.db["rounds"].update(n, {"target": target})
+    return {**rnd, "target": target}
+
+
+def _completed_trains(session: Session, where: str, args: list) -> list[dict]:
+    return list(session.db["jobs"].rows_where(f"kind = 'train' and state = 'COMPLETED' and {where}", args,
+                                              order_by="round desc, rowid desc"))
+
+
+def _init_job(session: Session, rnd: dict, target: str, init) -> dict | None:
+    """The completed training whose model this one starts from (None: scratch); see `train_spec`."""
+    if init == "scratch":
+        return None
+    if init == "auto":
+        for job in _completed_trains(session, "round < ?", [rnd["n"]]):
+            if (jobs.spec(session, job) or {}).get("target_name") == target:
+                return job
+        return None
+    if isinstance(init, str) and init.strip().isdigit():
+        init = int(init)
+    if isinstance(init, bool) or not isinstance(init, int):
+        raise FibError(f"init {init!r}: use auto (this target's last model), scratch, or an earlier round's number")
+    if not 1 <= init < rnd["n"]:
+        earlier = f"1..{rnd['n'] - 1}" if rnd["n"] > 1 else "none (this is round 1); use scratch"
+        raise FibError(f"init round {init}: not an earlier round than round {rnd['n']}; earlier rounds: {earlier}")
+    found = _completed_trains(session, "round = ?", [init])
+    if not found:
+        raise FibError(f"init round {init}: it has no completed training; pick another round, or auto or scratch")
+    return found[0]
+
+
 def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: int, patch=None, batch: int = 2,
-               lr: float = 1e-3, base: int = 16, levels: int = 4, seed: int = 0, threads: int = 0,
-               checkpoint_every: int = 100) -> dict:
+               lr: float = 1e-3, base: int | None = None, levels: int | None = None, seed: int = 0,
+               threads: int = 0, checkpoint_every: int = 100, init="auto") -> dict:
+    """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
+
+    `init`: where the weights start —
+    - "auto": the model of the latest completed training, in an earlier round, of the same target class
+      (fine-tuning follows the target: rounds A, B, A → round 3 starts from round 1's model); scratch if none;
+    - "scratch": random weights;
+    - N (int or digits): round N's latest completed training (N an earlier round).
+    The spec records "init_checkpoint" (the model file, or None) and "init_job" (its job id, or None).
+
+    Architecture: fine-tuning keeps the init model's. `base`/`levels` None take it (16/4 from scratch);
+    given and different from the init model's, or a volume of another voxel size, they are refused here
+    (FibError) rather than failing in the job: pass the init model's values, or init="scratch".
+    """
     target = target or rnd["target"]
     if target is None:
         raise FibError(f"round {rnd['n']} has no target class: pass --target CLASS (one label at a time)")
     target_value = check_target(session, target)
-    if rnd["target"] != target:
-        session.db["rounds"].update(rnd["n"], {"target": target})
     crops = list(session.db["crops"].rows_where("round <= ?", [rnd["n"]], order_by="id"))
     if not crops:
         raise FibError(f"round {rnd['n']} has no labelled crops yet; add one with `fibtui crop add`")
@@ -79,20 +127,68 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     if len(names) > 1:
         raise FibError(f"crops span several volumes ({', '.join(sorted(names))}); one volume per round for now")
     vol = catalog.get_volume(session, names.pop())
-    init = None
-    if rnd["parent"]:
-        prev = jobs.latest(session, rnd["parent"], "train")
-        if prev and prev["state"] == "COMPLETED":
-            res = jobs.result(session, prev)
-            init = str(jobs.job_dir(session, prev) / res["checkpoint"])
+    prev = _init_job(session, rnd, target, init)
+    init_path = None
+    if prev is None:
+        base, levels = 16 if base is None else base, 4 if levels is None else levels
+    else:
+        res = jobs.result(session, prev) or {}
+        init_path = jobs.job_dir(session, prev) / res.get("checkpoint", "model.pt")
+        if not init_path.is_file():
+            raise FibError(f"the model of {prev['id']} ({init_path}) is missing; pass init scratch or another round")
+        pspec = jobs.spec(session, prev) or {}
+        arch = {"base": 16, "levels": 4, **pspec.get("model", {})}
+        base, levels = arch["base"] if base is None else base, arch["levels"] if levels is None else levels
+        if (int(base), int(levels)) != (arch["base"], arch["levels"]):
+            raise FibError(f"base {base}, levels {levels}: {prev['id']}, the model this training starts from, has "
+                           f"base {arch['base']}, levels {arch['levels']}; pass those, or init scratch")
+        pvs = (pspec.get("volume") or {}).get("voxel_size")
+        if pvs is not None and [float(v) for v in pvs] != [float(v) for v in vol["voxel_size"]]:
+            raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
+                           f"{tuple(pvs)}, volume {vol['name']!r} has {tuple(vol['voxel_size'])}; pass init scratch")
     return {
         "volume": {"name": vol["name"], "path": str(session.path(vol["path"])), "voxel_size": list(vol["voxel_size"])},
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
         "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
         "patch": list(patch or default_patch(vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
-        "model": {"base": int(base), "levels": int(levels)}, "init_checkpoint": init, "threads": int(threads),
-        "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
+        "model": {"base": int(base), "levels": int(levels)},
+        "init_checkpoint": str(init_path) if init_path else None, "init_job": prev["id"] if prev else None,
+        "threads": int(threads), "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
     }
+
+
+def resume_spec(session: Session, job_id: str, *, iterations: int | None = None) -> tuple[int, dict]:
+    """(round, spec) of a new attempt that continues the stopped training `job_id` from its checkpoint.
+
+    The old spec, with `iterations` (default: as before; more allowed, never fewer) and
+    "resume_from": {"job", "iteration"}. The caller copies the old checkpoint.pt into the new job
+    directory (remote.dispatch.Dispatcher.resume does)."""
+    job = jobs.get(session, job_id)
+    at, why = jobs.resume_check(session, job)
+    if at is None:
+        raise FibError(why)
+    spec = jobs.spec(session, job)
+    if spec is None:
+        raise FibError(f"job {job_id}: its spec.json ({jobs.job_dir(session, job)}) is missing; train again instead")
+    old = int(spec["iterations"])
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int):
+            raise FibError(f"--iterations {iterations!r}: a whole number of iterations, {old} or more")
+        if iterations < old:
+            raise FibError(f"--iterations {iterations}: fewer than the {old} job {job_id} was started with; "
+                           f"pass {old} or more")
+    for k in ("kind", "job_id"):
+        spec.pop(k, None)
+    return job["round"], {**spec, "iterations": int(iterations if iterations is not None else old),
+                          "resume_from": {"job": job_id, "iteration": at}, "code": code_version()}
+
+
+def started_from(session: Session, round_n: int) -> str | None:
+    """What the round's latest training started from: "scratch", the job id of its init model, or None (none)."""
+    job = jobs.latest(session, round_n, "train")
+    if job is None:
+        return None
+    return job.get("init_from") or "scratch"
 
 
 def default_patch(voxel_size) -> tuple[int, int, int]:

@@ -190,6 +190,91 @@ def test_gpu_hours_from_slurm_tres(slurm_infra, tmp_path):
     s.close()
 
 
+# ----------------------------------------------------------------- Slurm: resume a cancelled training
+
+def _weights_equal(a: Path, b: Path) -> bool:
+    import torch
+
+    wa, wb = torch.load(a, weights_only=False)["model"], torch.load(b, weights_only=False)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("resume_on", ["slurm", "local"])
+def test_slurm_cancelled_training_resumes_to_identical_weights(slurm_infra, tmp_path, resume_on):
+    """scancel through Dispatcher.cancel: SIGTERM reaches the training, it checkpoints and exits; the new attempt
+    (on Slurm again, or here on the local executor) continues from that iteration and ends on the weights of
+    an uninterrupted run, bit for bit."""
+    from sessions import rounds
+
+    s, _ = _predict_session(tmp_path, shape=(16, 64, 64))
+    spec = {**_train_spec(s), "iterations": 60, "checkpoint_every": 5}
+    ex = SlurmExecutor(ClusterProfile(name="resume", **SLURM_CI))
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    try:
+        ref = d.submit(1, "train", spec, "local")  # the uninterrupted run, side by side
+        job = d.submit(1, "train", spec, ex.name)
+        jd = jobs.job_dir(s, job)
+        t0 = time.monotonic()
+        while not any(e["type"] == "progress" and e["step"] >= 8 for e in jobfiles.read_events(jd)[0]):
+            assert time.monotonic() - t0 < 120, (jobs.get(s, job["id"]), d.log_tail(job["id"]))
+            assert not (jd / "result.json").exists(), "finished before it could be cancelled"
+            time.sleep(0.1)
+        assert d.cancel(job["id"])["state"] == "CANCELLED"
+        d._settle(jobs.get(s, job["id"]), 60)  # Slurm lets it finish stopping
+        at = jobs.resumable(s, jobs.get(s, job["id"]))
+        stopped = [e for e in jobfiles.read_events(jd)[0] if e["type"] == "interrupted"]
+        assert stopped and stopped[0]["signal"] == "SIGTERM" and at == stopped[0]["step"] < 60, stopped
+        new = d.resume(job["id"], executor=None if resume_on == "slurm" else "local")
+        assert new["executor"] == (ex.name if resume_on == "slurm" else "local") and new["resumes"] == job["id"]
+        done = d.wait(new["id"], poll_s=0.5, max_poll_s=2)
+        assert done["state"] == "COMPLETED", (done, d.log_tail(new["id"], 30))
+        assert [e["step"] for e in jobfiles.read_events(jobs.job_dir(s, done))[0] if e["type"] == "resumed"] == [at]
+        assert jobs.lineage(s, job["id"]) == [job["id"], new["id"]]
+        assert rounds.started_from(s, 1) == "scratch"
+        assert d.wait(ref["id"], poll_s=0.5)["state"] == "COMPLETED"
+        assert _weights_equal(jobs.job_dir(s, ref) / "model.pt", jobs.job_dir(s, done) / "model.pt")
+    finally:
+        d.cancel_round(1)
+        s.close()
+
+
+@pytest.mark.ssh
+def test_ssh_cancelled_training_resumes_from_the_pulled_checkpoint(ssh_infra, shared_tmp):
+    """Over SSH the checkpoint a cancelled training writes on its way out is on the far side: resume pulls
+    the old job directory first, puts its checkpoint.pt in the new one, and the attempt ends bit-identical."""
+    remote = shared_tmp / "remote"
+    remote.mkdir(mode=0o1777)
+    remote.chmod(0o1777)
+    s, _ = _predict_session(shared_tmp, shape=(16, 64, 64))
+    spec = {**_train_spec(s), "iterations": 60, "checkpoint_every": 5}
+    ex = _ssh(ssh_infra, remote)
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    try:
+        ref = d.submit(1, "train", spec, "local")
+        job = d.submit(1, "train", spec, ex.name)
+        t0 = time.monotonic()
+        while not (jobs.get(s, job["id"])["progress"] or 0) >= 8 / 60:
+            assert time.monotonic() - t0 < 120, d.log_tail(job["id"])
+            d.refresh()
+            time.sleep(0.3)
+        d.cancel(job["id"])
+        new = d.resume(job["id"])
+        assert new["executor"] == ex.name and new["resumes"] == job["id"]
+        at = json.loads((jobs.job_dir(s, new) / "spec.json").read_text())["resume_from"]["iteration"]
+        old_events = jobfiles.read_events(jobs.job_dir(s, job))[0]
+        assert [e["step"] for e in old_events if e["type"] == "interrupted"] == [at]  # pulled before the copy
+        done = d.wait(new["id"], poll_s=0.5, max_poll_s=2)
+        assert done["state"] == "COMPLETED", (done, d.log_tail(new["id"], 30))
+        assert d.wait(ref["id"], poll_s=0.5)["state"] == "COMPLETED"
+        assert _weights_equal(jobs.job_dir(s, ref) / "model.pt", d.results(new["id"]) / "model.pt")
+    finally:
+        d.close()
+        s.close()
+
+
 # ----------------------------------------------------------------- SSH: reconnect, keepalive, quoting
 
 def _ssh(infra, workdir, **kw):

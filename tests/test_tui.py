@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 import tifffile
-from textual.widgets import DataTable, Sparkline
+from textual.widgets import DataTable, OptionList
 
 from fibtui.tui.widgets import halfblock
 from fibtui.tui.app import FibApp
+from fibtui.tui.screens.action_form import ActionForm
 from fibtui.tui.screens.dialogs import ConfirmScreen, FormScreen
 from fibtui.tui.screens.session import SessionScreen
 from fibtui.tui.screens.viewer import SliceView, View, ViewerScreen, build_frame
@@ -64,6 +65,10 @@ def plain(widget) -> str:
     return str(widget.content)
 
 
+def options(screen, list_id: str) -> list[str]:
+    return [str(o.prompt) for o in screen.query_one(list_id, OptionList).options]
+
+
 def row(app, table: str, key: str) -> list[str]:
     return [str(c) for c in app.screen.query_one(table, DataTable).get_row(key)]
 
@@ -75,15 +80,15 @@ async def test_session_screen_shows_the_session(session):
         screen = app.screen
         assert isinstance(screen, SessionScreen)
         await wait_for(pilot, lambda: screen.snap is not None and screen.query_one("#jobs", DataTable).row_count)
-        assert row(app, "#rounds", "1")[:3] == ["1", "—", "1"]
+        assert row(app, "#rounds", "1")[:4] == ["1", "—", "scratch", "1"]
         job = row(app, "#jobs", job_id)
         assert job[1] == "RUNNING" and "30%" in job[2] and job[3] == "it 120/400 loss 0.3100"
-        assert "alice: please check crop 1" in plain(screen.query_one("#messages Static"))
-        assert "relabelled crop 1 — missed two mitochondria" in plain(screen.query_one("#notes Static"))
+        assert "alice: please check crop 1" in options(screen, "#thread")[-1]
+        assert "relabelled crop 1 — missed two mitochondria" in options(screen, "#interventions")[-1]
         await wait_for(pilot, lambda: "iteration 120 done" in plain(screen.query_one("#log Static")))
-        assert list(screen.query_one("#loss", Sparkline).data) == [pytest.approx(0.31)]
+        assert screen.snap.curves["loss"] == ([120], [pytest.approx(0.31)])
         assert screen.query_one("#jobs").border_subtitle.startswith("updated")
-        assert {"Viewer", "Message", "Note", "Cancel", "Refresh", "Help", "Quit"} <= {
+        assert {"Open viewer", "Write message", "Add note", "Cancel job", "Refresh", "Help", "Quit"} <= {
             c.title for c in app.get_system_commands(screen)}
 
         # the selection survives refreshes, also when a new job row is inserted above it
@@ -134,10 +139,19 @@ async def test_message_and_note_forms_write_rows(session):
         await pilot.press("m")
         assert isinstance(app.screen, FormScreen)
         await pilot.press(*"crop 2 is ready", "enter")
-        await wait_for(pilot, lambda: "crop 2 is ready" in plain(app.screen.query_one("#messages Static")))
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and
+                       "crop 2 is ready" in options(app.screen, "#thread")[-1])
         await pilot.press("n")
-        await pilot.press(*"paused", "enter", *"waiting for labels", "enter")
-        await wait_for(pilot, lambda: "paused — waiting for labels" in plain(app.screen.query_one("#notes Static")))
+        await pilot.press(*"paused", "tab", *"waiting for labels", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and
+                       "paused — waiting for labels" in options(app.screen, "#interventions")[-1])
+        await pilot.press("m")
+        await pilot.press(*"which side?")  # a bad reply-to stays in the form with one line
+        form = app.screen
+        form.query_one("#field-reply_to").value = "99"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "99" in str(form.query_one(".error").content))
+        await pilot.press("escape")
     s = open_session(root)
     try:
         assert [m["text"] for m in journal.messages(s)] == ["please check crop 1", "crop 2 is ready"]
@@ -153,10 +167,19 @@ async def test_cancel_asks_then_cancels(session):
         screen = app.screen
         await wait_for(pilot, lambda: screen.job(job_id) is not None and screen.selected_job == job_id)
         await pilot.press("c")
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionForm))
+        assert app.screen.query_one("#field-job").value == job_id  # the selected job
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("n")  # the default answer leaves the job alone
+        await pilot.press("escape")
         assert isinstance(app.screen, SessionScreen)
-        await pilot.press("c", "y")
+        assert row(app, "#jobs", job_id)[1] == "RUNNING"
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ActionForm))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await wait_for(pilot, lambda: row(app, "#jobs", job_id)[1] == "CANCELLED")
     s = open_session(root)
     try:

@@ -27,10 +27,6 @@ def open_dir(session_dir: Path):
     return open_session(session_dir)
 
 
-def class_list(text: str | None) -> list[str] | None:
-    return [c.strip() for c in text.split(",")] if text else None
-
-
 def print_status(s) -> None:
     from sessions.summary import summarize
 
@@ -48,8 +44,37 @@ def print_status(s) -> None:
                               j["reason"] or j["message"] or ""] for j in r["jobs"]]))
 
 
-def open_tui(session_dir: Path, mouse: bool) -> None:
-    open_dir(session_dir).close()  # validate first: one clear line, not a crashed app
+def open_tui(session_dir: Path, mouse: bool, read_only: bool = False, config: Path | None = None) -> None:
+    """Validate first (one clear line, not a crashed app); the config's `role = "scientist"` means read-only."""
+    from remote.profiles import config_role
+
+    open_dir(session_dir).close()
+    read_only = read_only or config_role(str(config) if config else None) == "scientist"
     from fibtui.tui.app import run_tui
 
-    run_tui(Path(session_dir), mouse=mouse)
+    run_tui(Path(session_dir), mouse=mouse, read_only=read_only)
+
+
+def action_options(name: str, skip: tuple[str, ...] = ()):
+    """Click options made from an action's parameters: same flags, help and defaults as the TUI's form.
+
+    Values reach the command as text (None when not given) and are parsed by the action itself, so a
+    bad value is the same one-line error here and in the TUI."""
+    from fibtui.actions import ACTIONS
+
+    def deco(f):
+        for p in reversed(ACTIONS[name].params):
+            if p.name in skip:
+                continue
+            default = "" if callable(p.default) or p.default is None else f"  [default: {p.default}]"
+            f = click.option(p.flag, p.name, default=None, metavar=p.label.upper().replace(" ", "_"),
+                             help=(p.help[:1].upper() + p.help[1:] + "." if p.help else p.label) + default)(f)
+        return f
+    return deco
+
+
+def run_action(session, name: str, raw: dict) -> dict:
+    """Invoke an action from the command line (the intervention log says it came from the CLI)."""
+    from fibtui.actions import Context, invoke
+
+    return invoke(session, name, raw, Context(via="cli"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from fibtui.cli import cli
-from fibtui.cli.common import class_list, json_option, open_dir, session_option
+from fibtui.cli.common import action_options, json_option, open_dir, run_action, session_option
 from fibtui.output import console, emit_json, progress, stage_callback, table
 from sessions.errors import FibError
-from sessions.geometry import Box, parse_triple
+from sessions.geometry import parse_triple
 
 
 @cli.command()
@@ -107,27 +107,12 @@ def crop() -> None:
 
 @crop.command("add")
 @session_option
-@click.option("--volume", help="Volume name (default: the session's only volume).")
-@click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
-              help="Label array: .tif or .zarr, Z,Y,X (or Y,X for one slice).")
-@click.option("--offset", required=True, help="Position of the crop's first voxel in the volume, Z,Y,X.")
-@click.option("--classes", help="Class names for labels 1..n, e.g. background,mito (first crop only).")
-@click.option("--round", "round_n", type=int, help="Round to add to (default: the latest).")
+@action_options("add_crop")
 @json_option
-def crop_add(session_dir, volume, labels_path, offset, classes, round_n, as_json) -> None:
-    """Add a labelled crop to a round."""
-    from sessions import labels, rounds
-    from sessions.volumes import catalog
-
-    s = open_dir(session_dir)
-    rnd = rounds.get(s, round_n)
-    row = labels.add_crop(s, rnd["n"], volume or catalog.default_volume(s), labels_path,
-                          parse_triple(offset, "--offset"), class_list(classes))
-    if as_json:
-        emit_json(row)
-    else:
-        console.print(f"crop {row['id']} added to round {rnd['n']}: {row['shape']} at {row['offset']}, "
-                      f"{row['labelled_voxels']} labelled voxels")
+def crop_add(session_dir, as_json, **raw) -> None:
+    """Add a labelled crop to a round (a label TIFF or zarr from napari, Paintera or any tool)."""
+    row = run_action(open_dir(session_dir), "add_crop", raw)
+    emit_json(row) if as_json else console.print(row["summary"])
 
 
 @crop.command("list")
@@ -152,21 +137,11 @@ def holdout() -> None:
 
 @holdout.command("draw")
 @session_option
-@click.option("--volume", help="Volume name (default: the session's only volume).")
-@click.option("--count", default=4, show_default=True, type=int, help="Number of regions.")
-@click.option("--size", "size", required=True, help="Region shape Z,Y,X.")
-@click.option("--within", help="Restrict to z0:z1,y0:y1,x0:x1 (e.g. a test range of slices).")
-@click.option("--seed", type=int, help="Seed (default: random, recorded).")
+@action_options("draw_holdout")
 @json_option
-def holdout_draw(session_dir, volume, count, size, within, seed, as_json) -> None:
+def holdout_draw(session_dir, as_json, **raw) -> None:
     """Draw held-out regions uniformly at random, avoiding crops; they are frozen afterwards."""
-    from sessions import labels
-    from sessions.volumes import catalog
-
-    s = open_dir(session_dir)
-    box = _parse_range(within) if within else None
-    rows = labels.draw_holdout(s, volume or catalog.default_volume(s), count,
-                               parse_triple(size, "--size", positive=True), within=box, seed=seed)
+    rows = run_action(open_dir(session_dir), "draw_holdout", raw)["regions"]
     if as_json:
         emit_json(rows)
     else:
@@ -174,32 +149,14 @@ def holdout_draw(session_dir, volume, count, size, within, seed, as_json) -> Non
                             [[r["id"], r["offset"], r["shape"], r["seed"]] for r in rows]))
 
 
-def _parse_range(text: str) -> Box:
-    try:
-        parts = [tuple(int(v) for v in p.split(":")) for p in text.split(",")]
-        assert len(parts) == 3 and all(len(p) == 2 and 0 <= p[0] < p[1] for p in parts)
-    except (ValueError, AssertionError):
-        raise FibError(f"--within {text!r}: expected z0:z1,y0:y1,x0:x1 with start < stop") from None
-    return Box(tuple(p[0] for p in parts), tuple(p[1] - p[0] for p in parts))
-
-
 @holdout.command("label")
 @session_option
-@click.option("--region", "region_id", required=True, type=int, help="Held-out region id.")
-@click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
-              help="Label array of exactly the region's shape (.tif or .zarr).")
-@click.option("--classes", help="Class names for labels 1..n (if no crop defined them yet).")
+@action_options("label_holdout")
 @json_option
-def holdout_label(session_dir, region_id, labels_path, classes, as_json) -> None:
+def holdout_label(session_dir, as_json, **raw) -> None:
     """Attach labels to a held-out region (once; then they are frozen)."""
-    from sessions import labels
-
-    s = open_dir(session_dir)
-    row = labels.label_holdout(s, region_id, labels_path, class_list(classes))
-    if as_json:
-        emit_json(row)
-    else:
-        console.print(f"held-out region {region_id} labelled")
+    row = run_action(open_dir(session_dir), "label_holdout", raw)
+    emit_json(row) if as_json else console.print(row["summary"])
 
 
 @holdout.command("list")

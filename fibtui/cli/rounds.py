@@ -7,10 +7,17 @@ from pathlib import Path
 import click
 
 from fibtui.cli import cli
-from fibtui.cli.common import SESSION_HELP, json_option, open_dir, print_status, session_option
+from fibtui.cli.common import (
+    SESSION_HELP,
+    action_options,
+    json_option,
+    open_dir,
+    print_status,
+    run_action,
+    session_option,
+)
 from fibtui.output import console, emit_json, err_console, progress, table
 from sessions.errors import FibError
-from sessions.geometry import parse_triple
 
 
 @cli.group("round")
@@ -20,31 +27,24 @@ def round_() -> None:
 
 @round_.command("new")
 @session_option
-@click.option("--target", help="The class this round trains (one label at a time).")
+@action_options("new_round")
 @json_option
-def round_new(session_dir, target, as_json) -> None:
+def round_new(session_dir, as_json, **raw) -> None:
     """Start a new round (crops added from now on belong to it)."""
-    from sessions import rounds
-
-    row = rounds.new_round(open_dir(session_dir), target)
-    if as_json:
-        emit_json(row)
-    else:
-        console.print(f"round {row['n']} started" + (f", target {row['target']}" if row["target"] else ""))
+    row = run_action(open_dir(session_dir), "new_round", raw)
+    emit_json(row) if as_json else console.print(row["summary"])
 
 
-def _submit_and_follow(s, rnd: dict, kind: str, spec: dict, executor: str, detach: bool, as_json: bool) -> None:
+def _follow_submitted(s, job: dict, detach: bool, as_json: bool) -> None:
+    """Print the submitted job, or follow it to its end (Ctrl-C detaches); a failed job is a failed command."""
     from remote.dispatch import Dispatcher
 
-    d = Dispatcher(s)
-    job = d.submit(rnd["n"], kind, spec, executor)
     if detach:
-        if as_json:
-            emit_json(job)
-        else:
-            console.print(f"submitted {job['id']} ({executor}); follow with `fibtui status --session {s.root}`")
+        emit_json(job) if as_json else console.print(f"{job['summary']}; follow with `fibtui status --session {s.root}`")
         return
-    job = follow(d, job, quiet=as_json)
+    if not as_json:
+        console.print(job["summary"])
+    job = follow(Dispatcher(s), job, quiet=as_json)
     if as_json:
         emit_json(job)
     if job["state"] != "COMPLETED":
@@ -64,88 +64,65 @@ def follow(d, job: dict, quiet: bool = False) -> dict:
         raise SystemExit(130) from None
 
 
-def _common_job_options(f):
-    f = click.option("--round", "round_n", type=int, help="Round (default: the latest).")(f)
-    f = click.option("--executor", default="local", show_default=True,
-                     help="Where the job runs: local, slurm[:PROFILE] or ssh:PROFILE (profiles in fibtui.toml).")(f)
+def _job_command(f):
     f = click.option("--detach", is_flag=True, help="Submit and return; do not follow progress.")(f)
-    f = json_option(f)
-    return session_option(f)
+    return session_option(json_option(f))
+
+
+RESUME_KEEPS = ("target", "patch", "batch", "lr", "base", "levels", "seed", "threads", "init")
 
 
 @round_.command("train")
-@_common_job_options
-@click.option("--target", help="Class to train (default: the round's target).")
-@click.option("--iterations", default=600, show_default=True, type=int)
-@click.option("--patch", help="Patch shape Z,Y,X (default from the voxel size).")
-@click.option("--batch", default=2, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (cosine decay).")
-@click.option("--base", default=16, show_default=True, type=int, help="U-Net channels at the first level.")
-@click.option("--levels", default=4, show_default=True, type=int, help="U-Net levels.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=0, show_default=True, type=int, help="CPU threads (0: all).")
-def round_train(session_dir, round_n, executor, detach, as_json, target, iterations, patch, batch, lr, base,
-                levels, seed, threads) -> None:
-    """Train the round's model (fine-tuning from the previous round's model when there is one)."""
-    from sessions import rounds
+@_job_command
+@action_options("train")
+@click.option("--resume", is_flag=True,
+              help="Continue the round's stopped training (cancelled, timed out, preempted, lost) from its "
+                   "checkpoint, as a new attempt of the same training; takes --iterations and --executor.")
+def round_train(session_dir, detach, as_json, resume, **raw) -> None:
+    """Train the round's model, fine-tuning from the last model of the same target class.
 
+    --from scratch trains from scratch; --from N starts from round N's model.
+    """
     s = open_dir(session_dir)
-    rnd = rounds.get(s, round_n)
-    if iterations < 1 or batch < 1 or base < 1 or levels < 1 or not lr > 0:
-        raise FibError("--iterations, --batch, --base and --levels must be ≥ 1 and --lr > 0")
-    spec = rounds.train_spec(s, rnd, target=target, iterations=iterations,
-                             patch=parse_triple(patch, "--patch", positive=True) if patch else None, batch=batch,
-                             lr=lr, base=base, levels=levels, seed=seed, threads=threads)
-    _submit_and_follow(s, rnd, "train", spec, executor, detach, as_json)
+    if resume:
+        given = [f"--{'from' if k == 'init' else k}" for k in RESUME_KEEPS if raw.get(k) is not None]
+        if given:
+            raise FibError(f"{', '.join(given)}: not used with --resume (a resumed training keeps its settings; "
+                           "only --iterations and --executor can change)")
+        job = run_action(s, "resume", {k: raw.get(k) for k in ("round_n", "iterations", "executor")})
+    else:
+        job = run_action(s, "train", raw)
+    _follow_submitted(s, job, detach, as_json)
 
 
 @round_.command("predict")
-@_common_job_options
-@click.option("--block", help="Block shape Z,Y,X (default 32,256,256).")
-@click.option("--threads", default=0, show_default=True, type=int, help="CPU threads (0: all).")
-def round_predict(session_dir, round_n, executor, detach, as_json, block, threads) -> None:
+@_job_command
+@action_options("predict")
+def round_predict(session_dir, detach, as_json, **raw) -> None:
     """Predict the whole volume blockwise with the round's model."""
-    from sessions import rounds
-
     s = open_dir(session_dir)
-    rnd = rounds.get(s, round_n)
-    spec = rounds.predict_spec(s, rnd, block=parse_triple(block, "--block", positive=True) if block else None,
-                               threads=threads)
-    _submit_and_follow(s, rnd, "predict", spec, executor, detach, as_json)
+    _follow_submitted(s, run_action(s, "predict", raw), detach, as_json)
 
 
 @round_.command("eval")
-@_common_job_options
-@click.option("--threshold", default=0.5, show_default=True, type=float)
-def round_eval(session_dir, round_n, executor, detach, as_json, threshold) -> None:
+@_job_command
+@action_options("evaluate")
+def round_eval(session_dir, detach, as_json, **raw) -> None:
     """Score the round's prediction on the labelled held-out regions; count objects."""
-    from sessions import rounds
-
     s = open_dir(session_dir)
-    rnd = rounds.get(s, round_n)
-    spec = rounds.eval_spec(s, rnd, threshold=threshold)
-    _submit_and_follow(s, rnd, "evaluate", spec, executor, detach, as_json)
-    if not as_json:
+    _follow_submitted(s, run_action(s, "evaluate", raw), detach, as_json)
+    if not as_json and not detach:
         print_status(s)
 
 
 @round_.command("cancel")
 @session_option
-@click.option("--round", "round_n", type=int, help="Round (default: the latest).")
+@action_options("cancel_round")
 @json_option
-def round_cancel(session_dir, round_n, as_json) -> None:
+def round_cancel(session_dir, as_json, **raw) -> None:
     """Cancel every running job of a round (one scancel for all its Slurm jobs)."""
-    from remote.dispatch import Dispatcher
-    from sessions import rounds
-
-    s = open_dir(session_dir)
-    rnd = rounds.get(s, round_n)
-    done = Dispatcher(s).cancel_round(rnd["n"])
-    if as_json:
-        emit_json(done)
-    else:
-        console.print(f"round {rnd['n']}: " + (", ".join(f"{j['id']} {j['state']}" for j in done)
-                                                or "no running jobs"))
+    out = run_action(open_dir(session_dir), "cancel_round", raw)
+    emit_json(out["jobs"]) if as_json else console.print(out["summary"])
 
 
 @cli.group(invoke_without_command=True)
@@ -178,10 +155,8 @@ def jobs(ctx, session_dir, as_json) -> None:
 @json_option
 def jobs_cancel(session_dir, job_id, as_json) -> None:
     """Cancel a running job (it stops; its checkpoints stay)."""
-    from remote.dispatch import Dispatcher
-
-    job = Dispatcher(open_dir(session_dir)).cancel(job_id)
-    emit_json(job) if as_json else console.print(f"{job['id']} {job['state']}")
+    job = run_action(open_dir(session_dir), "cancel_job", {"job": job_id})
+    emit_json(job) if as_json else console.print(job["summary"])
 
 
 @jobs.command("log")

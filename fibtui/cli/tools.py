@@ -58,9 +58,13 @@ def demo(demo_dir: Path, no_tui: bool, iterations: int | None, as_json: bool) ->
 @cli.command()
 @session_option
 @click.option("--no-mouse", is_flag=True, help="Do not capture the mouse (lets the terminal select text).")
-def tui(session_dir, no_mouse) -> None:
+@click.option("--read-only", is_flag=True,
+              help="The scientist's view: sees everything, writes messages, never submits, cancels or changes "
+                   "the round (also: role = \"scientist\" in fibtui.toml).")
+@click.option("--config", type=click.Path(path_type=Path), help="Config file (default: the nearest fibtui.toml).")
+def tui(session_dir, no_mouse, read_only, config) -> None:
     """Open the terminal UI on a session."""
-    open_tui(session_dir, mouse=not no_mouse)
+    open_tui(session_dir, mouse=not no_mouse, read_only=read_only, config=config)
 
 
 

@@ -29,13 +29,15 @@ class FibApp(App):
         Binding("question_mark,f1", "help", "Help", key_display="?", tooltip="All keys of this screen"),
     ]
 
-    def __init__(self, session_root: Path, refresh_s: float = 2.0):
+    def __init__(self, session_root: Path, refresh_s: float = 2.0, read_only: bool = False):
+        """`read_only`: the scientist's view — everything visible, messages writable, no round action."""
         super().__init__()
         self.session_root = Path(session_root)
         self.refresh_s = refresh_s
+        self.read_only = read_only
 
     def get_default_screen(self) -> Screen:
-        return SessionScreen(self.session_root, self.refresh_s)
+        return SessionScreen(self.session_root, self.refresh_s, read_only=self.read_only)
 
     def key_help(self, screen: Screen) -> list[tuple[str, str]]:
         """(keys, description) for the screen's and the app's bindings, one row per description."""
@@ -62,6 +64,9 @@ class FibApp(App):
             b = active.binding
             if not b.description or not isinstance(active.node, (App, Screen)) or b.action in seen:
                 continue
+            name, params = b.action.partition("(")[::2]
+            if active.node.check_action(name, (params,) if params else ()) is False:  # e.g. read-only
+                continue
             seen.add(b.action)
             key = self.get_key_display(b)
             yield SystemCommand(b.description, f"key {key}" + (f": {b.tooltip}" if b.tooltip else ""),
@@ -69,7 +74,7 @@ class FibApp(App):
         yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
 
 
-def run_tui(session_root: Path, mouse: bool = True) -> None:
+def run_tui(session_root: Path, mouse: bool = True, read_only: bool = False) -> None:
     """Open the session first, so a wrong path fails with a clear message before the screen switches."""
     open_session(session_root).close()
-    FibApp(Path(session_root)).run(mouse=mouse)
+    FibApp(Path(session_root), read_only=read_only).run(mouse=mouse)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from textual.message import Message
 from textual.strip import Strip
 
+from fibtui.tui.screens.action_form import FormData
 from fibtui.tui.snapshot import Snapshot
 from sessions.volumes.slices import SliceSource
 
@@ -43,6 +44,13 @@ class ActionDone(Message):
 
     text: str
     error: bool = False
+
+
+@dataclass
+class FormReady(Message):
+    """An action's form data (prefill, choices) was read from the session: open the form."""
+
+    data: FormData
 
 
 @dataclass

@@ -11,27 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.dispatch import Dispatcher
-from sessions import jobs, journal
+from sessions import interventions, jobs, journal, metrics
 from sessions.jobfiles import STDERR, tail
 from sessions.summary import latest_metrics
 from sessions.workspace import Session, open_session
 
-LOSS_POINTS = 120   # the sparkline is at most a few dozen cells wide
+CURVE_POINTS = 200  # a plot is at most ~200 cells wide
 LOG_LINES = 200
 LISTED = 100        # most recent messages/notes/jobs shown
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    rounds: list[dict]                 # n, target, crops, and the latest train/predict/evaluate job rows
-    jobs: list[dict]                   # newest first
+    rounds: list[dict]                 # n, target, started_from, crops, and the latest train/predict/evaluate rows
+    jobs: list[dict]                   # newest first; a stopped training carries `resumable` (its iteration)
     evaluation: dict | None            # {"job", "round", "metrics": {name: value}} of the latest evaluation
-    loss: list[float]                  # binned loss curve of the latest training job
-    loss_job: str | None
+    curves: dict                       # {"loss": (steps, values), "lr": ...} of the training the loss plot shows
+    curve_title: str                   # which training (and attempts) that is
+    scores: list[dict]                 # held-out scores of every evaluated round (sessions.metrics.round_scores)
+    warnings: list[str]                # rounds scoring lower than the one before on the same held-out regions
     messages: list[dict]
-    notes: list[dict]
-    log_job: str | None = None         # job whose stderr tail is in `log`
-    log: str = ""
+    unanswered: int                    # questions in the thread with no answer yet
+    log: list[dict]                    # intervention log: automatic entries and notes, oldest first
+    latest_prediction: str | None      # the latest completed prediction job (the preview follows it)
+    log_job: str | None = None         # job whose stderr tail is in `log_text`
+    log_text: str = ""
     warning: str | None = None         # e.g. the executor could not be queried; tables may be stale
 
 
@@ -68,16 +72,24 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
     latest: dict[tuple[int, str], dict] = {}
     for job in reversed(job_rows):
         latest[(job["round"], job["kind"])] = job
+        if job["kind"] == "train" and job["state"] not in jobs.ACTIVE and job["state"] != "COMPLETED":
+            job["resumable"] = jobs.resumable(session, job)
     crops = dict(db.execute("select round, count(*) from crops group by round").fetchall())
-    rounds = [{**r, "crops": crops.get(r["n"], 0),
+    rounds = [{**r, "crops": crops.get(r["n"], 0), "started_from": _started_from(latest.get((r["n"], "train"))),
                **{k: latest.get((r["n"], k)) for k in ("train", "predict", "evaluate")}}
               for r in db["rounds"].rows_where(order_by="n desc")]
     evaluation = None
     ev = next(db["jobs"].rows_where("kind = 'evaluate' and state = 'COMPLETED'", order_by="rowid desc", limit=1), None)
     if ev:
         evaluation = {"job": ev["id"], "round": ev["round"], "metrics": latest_metrics(session, ev["id"])}
-    train = next(db["jobs"].rows_where("kind = 'train'", order_by="rowid desc", limit=1), None)
-    log_job = next((j for j in job_rows if j["id"] == selected_job), job_rows[0] if job_rows else None)
+    selected = next((j for j in job_rows if j["id"] == selected_job), None)
+    train = selected if selected and selected["kind"] == "train" else next(
+        db["jobs"].rows_where("kind = 'train'", order_by="rowid desc", limit=1), None)
+    attempts = jobs.lineage(session, train["id"]) if train else []
+    scores = metrics.round_scores(session)
+    pred = next(db["jobs"].rows_where("kind = 'predict' and state = 'COMPLETED'", order_by="rowid desc", limit=1),
+                None)
+    log_job = selected or (job_rows[0] if job_rows else None)
     if log_job is None:
         log = ""
     elif remote_log is not None and log_job["id"] == selected_job:
@@ -86,23 +98,20 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
         log = log_tail(session.root, log_job)
     return Snapshot(
         rounds=rounds, jobs=job_rows, evaluation=evaluation,
-        loss=loss_curve(session, train["id"]) if train else [], loss_job=train["id"] if train else None,
-        messages=journal.messages(session, limit=LISTED), notes=journal.notes(session, limit=LISTED),
-        log_job=log_job["id"] if log_job else None, log=log,
-        warning=warning,
+        curves=metrics.curve(session, attempts, points=CURVE_POINTS) if attempts else {},
+        curve_title=" → ".join(attempts) if attempts else "",
+        scores=scores, warnings=metrics.regressions(scores),
+        messages=journal.messages(session, limit=LISTED), unanswered=journal.unanswered_count(session),
+        log=interventions.log(session, limit=LISTED), latest_prediction=pred["id"] if pred else None,
+        log_job=log_job["id"] if log_job else None, log_text=log, warning=warning,
     )
 
 
-def loss_curve(session: Session, job_id: str) -> list[float]:
-    """Mean loss in at most LOSS_POINTS bins of steps, binned in SQL so long runs stay cheap."""
-    n, last = session.db.execute("select count(*), max(step) from metrics where job = ? and name = 'loss'",
-                                 [job_id]).fetchone()
-    if not n:
-        return []
-    width = max(1, -(-(last + 1) // LOSS_POINTS))
-    rows = session.db.execute("select avg(value) from metrics where job = ? and name = 'loss' "
-                              "group by step / ? order by step / ?", [job_id, width, width]).fetchall()
-    return [r[0] for r in rows]
+def _started_from(train: dict | None) -> str | None:
+    """What a round's training started from: "scratch" or the job whose model it fine-tuned (None: not trained)."""
+    if train is None:
+        return None
+    return train.get("init_from") or "scratch"
 
 
 def log_tail(root: Path, job: dict) -> str:

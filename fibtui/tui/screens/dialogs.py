@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+from sessions.errors import FibError
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -47,13 +51,17 @@ class Field:
 
 
 class FormScreen(ModalScreen[dict | None]):
-    """A few labelled text inputs; Enter moves on and submits from the last one."""
+    """A few labelled text inputs; Enter submits, Escape leaves, Tab moves between fields.
+
+    `check(values)` (run in a worker thread) does the work and returns what the form dismisses with; a
+    FibError it raises is shown in the form, which stays open: nothing was written."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, fields: list[Field], submit: str = "Save"):
+    def __init__(self, title: str, fields: list[Field], submit: str = "Save",
+                 check: Callable[[dict], dict] | None = None):
         super().__init__()
-        self.title_text, self.fields, self.submit = title, fields, submit
+        self.title_text, self.fields, self.submit, self.check = title, fields, submit, check
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -74,12 +82,8 @@ class FormScreen(ModalScreen[dict | None]):
         return {f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self.fields}
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        names = [f"field-{f.name}" for f in self.fields]
-        i = names.index(event.input.id)
-        if i + 1 < len(names) and not self.values()[self.fields[i + 1].name]:
-            self.query_one(f"#{names[i + 1]}", Input).focus()
-        else:
-            self.action_save()
+        event.stop()
+        self.action_save()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_save() if event.button.id == "save" else self.dismiss(None)
@@ -90,7 +94,22 @@ class FormScreen(ModalScreen[dict | None]):
         if missing:
             self.query_one(".error", Static).update(f"{', '.join(missing)}: required")
             return
-        self.dismiss(values)
+        if self.check is None:
+            self.dismiss(values)
+        else:
+            self.run_check(values)
+
+    @work(thread=True, exclusive=True, group="check")
+    def run_check(self, values: dict) -> None:
+        try:
+            out = self.check(values)
+        except FibError as e:
+            self.app.call_from_thread(self.query_one(".error", Static).update, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - shown in the form, never a crashed app
+            self.app.call_from_thread(self.query_one(".error", Static).update, f"{type(e).__name__}: {e}")
+            return
+        self.app.call_from_thread(self.dismiss, out)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -72,6 +72,17 @@ def initial_view(source: SliceSource, width: int, height: int) -> View:
     return View("xy", focus, fit_nm(source, "xy", width, height))
 
 
+def view_at(source: SliceSource, at: dict, width: int, height: int) -> View:
+    """The view a message links to: its axis, slice and centre (level-0 z, y, x), and zoom
+    (screen pixels per voxel, as the status line shows it); the whole slice when it has no zoom."""
+    axis = at.get("axis") or "xy"
+    focus = tuple(float(np.clip(at[k], 0, n - 1)) for k, n in zip("zyx", source.shape(0)))
+    finest = min(source.scales[0][a] for a in AXES[axis][1:])
+    zoom = at.get("zoom")
+    out_nm = finest / min(zoom, MAX_MAGNIFICATION) if zoom else fit_nm(source, axis, width, height)
+    return View(axis, focus, out_nm)
+
+
 def screen_span(centre_nm: float, n: int, out_nm: float, px_nm: float) -> tuple[float, float]:
     """[start, stop) of `n` screen pixels of `out_nm` centred on `centre_nm`, in pixels of `px_nm`."""
     start = (centre_nm - n * out_nm / 2) / px_nm
@@ -166,9 +177,11 @@ class ViewerScreen(Screen):
             "Slow or washed-out colours over SSH? The terminal may only get 256 colours: "
             "export COLORTERM=truecolor if it supports more.")
 
-    def __init__(self, root: Path, volume: str | None = None):
+    def __init__(self, root: Path, volume: str | None = None, at: dict | None = None):
+        """`at`: a message's viewer link {volume, axis, z, y, x, zoom} to open at."""
         super().__init__()
-        self.root, self.volume = Path(root), volume
+        self.root, self.at = Path(root), at
+        self.volume = volume or (at or {}).get("volume")
         self.source: SliceSource | None = None
         self.view: View | None = None
         self.class_names: list[str] = []
@@ -205,7 +218,8 @@ class ViewerScreen(Screen):
             self.query_one("#status", Static).update(Text(message.error or "", style="bold red"))
             return
         size = self.query_one(SliceView).size
-        self.view = initial_view(self.source, size.width, size.height)
+        self.view = (view_at(self.source, self.at, size.width, size.height) if self.at
+                     else initial_view(self.source, size.width, size.height))
         self.refresh_bindings()
         self.request_frame()
 

@@ -1,0 +1,264 @@
+"""Resume long training (a stopped training continues as a new attempt, bit-identically) and fine-tuning
+follows the target class. Real job processes, real SQLite, real zarr; a tiny net on one thread."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import tifffile
+import torch
+
+from conftest import blobs_volume, db_snapshot
+from remote.dispatch import Dispatcher
+from sessions import jobfiles, jobs, labels, rounds
+from sessions.errors import FibError
+
+NET = dict(patch=(8, 32, 32), base=4, levels=2, threads=1)
+
+
+@pytest.fixture
+def sess(tmp_path):
+    from sessions.volumes import catalog
+    from sessions.workspace import init_session
+
+    raw, gt = blobs_volume((16, 64, 64), seed=2)
+    tifffile.imwrite(tmp_path / "v.tif", raw)
+    tifffile.imwrite(tmp_path / "c.tif", gt + 1)
+    s = init_session(tmp_path / "s")
+    catalog.ingest(s, tmp_path / "v.tif", voxel_size=(8, 8, 8))
+    rnd = rounds.new_round(s)
+    labels.add_crop(s, rnd["n"], "v", tmp_path / "c.tif", (0, 0, 0), ["bg", "blob", "other"])
+    yield s
+    s.close()
+
+
+def spec_of(s, iterations=60, every=5, **kw):
+    return {**rounds.train_spec(s, rounds.current(s), target="blob", iterations=iterations, checkpoint_every=every,
+                                **{**NET, **kw}), "log_every": 1}
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def same_weights(a, b) -> bool:
+    a, b = weights(a), weights(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def progress_steps(d):
+    return [e["step"] for e in jobfiles.read_events(d)[0] if e["type"] == "progress"]
+
+
+def cancel_at(d: Dispatcher, job: dict, step: int, timeout=120) -> dict:
+    """Cancel `job` once it logged `step`; wait until its process has stopped; the job row, updated."""
+    jd = jobs.job_dir(d.session, job)
+    t0 = time.monotonic()
+    while not any(s >= step for s in progress_steps(jd)):
+        assert time.monotonic() - t0 < timeout, jobfiles.tail(jd / "stderr.log")
+        assert (jd / "result.json").exists() is False, "finished before it could be cancelled"
+        time.sleep(0.05)
+    d.cancel(job["id"])
+    d._settle(jobs.get(d.session, job["id"]), 60)
+    return jobs.get(d.session, job["id"])
+
+
+def test_cancelled_training_resumes_to_identical_weights(sess, tmp_path):
+    d = Dispatcher(sess)
+    ref = d.submit(1, "train", spec_of(sess))  # the uninterrupted run, side by side (one thread each)
+    job = d.submit(1, "train", spec_of(sess))
+    old = cancel_at(d, job, 12)
+    ref = d.wait(ref["id"], poll_s=0.2)
+    assert ref["state"] == "COMPLETED"
+    assert old["state"] == "CANCELLED"
+    at = jobs.resumable(sess, old)
+    stopped = [e for e in jobfiles.read_events(jobs.job_dir(sess, old))[0] if e["type"] == "interrupted"]
+    assert stopped and at == stopped[0]["step"] and 12 <= at < 60  # SIGTERM: a checkpoint at the next step
+    new = d.resume(job["id"])
+    assert new["resumes"] == job["id"] and new["round"] == 1 and new["executor"] == "local"
+    assert jobs.resumable(sess, jobs.get(sess, job["id"])) is None  # resumed once: not again
+    with pytest.raises(FibError, match=f"already resumed by {new['id']}"):
+        d.resume(job["id"])
+    done = d.wait(new["id"], poll_s=0.2)
+    assert done["state"] == "COMPLETED", d.log_tail(new["id"])
+    nd = jobs.job_dir(sess, done)
+    ev = jobfiles.read_events(nd)[0]
+    assert [e["step"] for e in ev if e["type"] == "resumed"] == [at]
+    spec = json.loads((nd / "spec.json").read_text())
+    assert spec["resume_from"] == {"job": job["id"], "iteration": at} and spec["iterations"] == 60
+    steps = [m["step"] for m in jobs.metrics(sess, new["id"], "loss")]
+    assert steps == list(range(at + 1, 61))  # the metrics continue from the checkpoint
+    assert [m["step"] for m in jobs.metrics(sess, new["id"], "lr")] == steps
+    assert jobs.lineage(sess, job["id"]) == jobs.lineage(sess, new["id"]) == [job["id"], new["id"]]
+    assert jobs.lineage(sess, ref["id"]) == [ref["id"]]
+    assert same_weights(jobs.job_dir(sess, ref) / "model.pt", nd / "model.pt")
+    assert jobs.resumable(sess, done) is None  # COMPLETED
+    with pytest.raises(FibError, match="completed all its iterations"):
+        rounds.resume_spec(sess, new["id"])
+
+
+def test_resume_with_more_iterations_recomputes_the_schedule(sess):
+    from remote.train import lr_factor
+
+    d = Dispatcher(sess)
+    job = d.submit(1, "train", spec_of(sess, iterations=40))
+    old = cancel_at(d, job, 8)
+    at = jobs.resumable(sess, old)
+    with pytest.raises(FibError, match="fewer than the 40"):
+        rounds.resume_spec(sess, job["id"], iterations=39)
+    before = db_snapshot(sess.root)
+    with pytest.raises(FibError, match="fewer than the 40"):
+        d.resume(job["id"], iterations=20)
+    assert db_snapshot(sess.root) == before  # refused: no job row, no directory
+    new = d.resume(job["id"], iterations=70)
+    done = d.wait(new["id"], poll_s=0.2)
+    assert done["state"] == "COMPLETED", d.log_tail(new["id"])
+    nd = jobs.job_dir(sess, done)
+    assert json.loads((nd / "result.json").read_text())["iterations"] == 70
+    assert progress_steps(nd)[-1] == 70 and done["progress"] == 1.0
+    warmup = max(1, min(100, 40 // 20))  # the first attempt's warm-up; the decay follows the new total
+    lrs = jobs.metrics(sess, new["id"], "lr")
+    assert lrs[0]["step"] == at + 1
+    for m in lrs:
+        assert m["value"] == pytest.approx(1e-3 * lr_factor(m["step"], 70, warmup), rel=1e-6)
+
+
+def test_resume_failing_at_submit_leaves_no_trace(sess, monkeypatch):
+    d = Dispatcher(sess)
+    job = d.submit(1, "train", spec_of(sess))
+    old = cancel_at(d, job, 7)
+    assert jobs.resumable(sess, old) is not None
+    ex = d.executor("local")
+    monkeypatch.setattr(ex, "submit", lambda job_dir: (_ for _ in ()).throw(OSError("no fork for you")))
+    before = db_snapshot(sess.root)
+    with pytest.raises(FibError, match="could not be submitted to local"):
+        d.resume(job["id"])
+    assert db_snapshot(sess.root) == before
+    monkeypatch.undo()
+    with pytest.raises(FibError, match="not in this session"):
+        d.resume("r9-train-9")
+    # an attempt stopped before its first step can itself be resumed: the copied checkpoint is its own
+    at = jobs.resumable(sess, old)
+    new = d.resume(job["id"])
+    d.cancel(new["id"])
+    d._settle(jobs.get(sess, new["id"]), 60)
+    assert jobs.resumable(sess, jobs.get(sess, new["id"])) >= at
+    assert jobs.lineage(sess, job["id"]) == [job["id"], new["id"]]
+
+
+def test_resumable_only_for_stopped_trainings_with_a_checkpoint(sess):
+    from remote.checkpoints import CHECKPOINT
+
+    assert jobs.CHECKPOINT == CHECKPOINT
+    # a job killed before it started has no checkpoint at all
+    bare = jobs.create(sess, 1, "train", spec_of(sess), "local")
+    jobs.finish(sess, bare, "FAILED", "test")
+    assert jobs.resumable(sess, jobs.get(sess, bare["id"])) is None
+    with pytest.raises(FibError, match="before its first checkpoint"):
+        rounds.resume_spec(sess, bare["id"])
+    # not a training
+    pred = jobs.create(sess, 1, "predict", {}, "local")
+    jobs.finish(sess, pred, "CANCELLED")
+    assert jobs.resumable(sess, jobs.get(sess, pred["id"])) is None
+    with pytest.raises(FibError, match="only a training can be resumed"):
+        rounds.resume_spec(sess, pred["id"])
+    # still running
+    run = jobs.create(sess, 1, "train", spec_of(sess), "local")
+    assert jobs.resumable(sess, run) is None
+    with pytest.raises(FibError, match="still PENDING"):
+        rounds.resume_spec(sess, run["id"])
+    # a checkpoint recorded for a stopped job that another attempt already resumes
+    stopped = jobs.create(sess, 1, "train", spec_of(sess), "local")
+    jobs.finish(sess, stopped, "TIMEOUT")
+    sess.db["checkpoints"].insert({"job": stopped["id"], "round": 1, "path": f"{stopped['dir']}/checkpoint.pt",
+                                   "iteration": 30, "sha256": None, "created": "now"})
+    assert jobs.resumable(sess, jobs.get(sess, stopped["id"])) == 30
+    _, spec = rounds.resume_spec(sess, stopped["id"], iterations=90)
+    assert spec["resume_from"] == {"job": stopped["id"], "iteration": 30} and spec["iterations"] == 90
+    again = jobs.create(sess, 1, "train", spec, "local", resumes=stopped["id"])
+    assert jobs.resumable(sess, jobs.get(sess, stopped["id"])) is None
+    assert jobs.lineage(sess, stopped["id"]) == [stopped["id"], again["id"]]
+    assert jobs.get(sess, again["id"])["resumes"] == stopped["id"]
+
+
+# ----------------------------------------------------------------- fine-tuning follows the target
+
+def _completed_train(s, n: int, target: str, base=4, levels=2) -> dict:
+    """A COMPLETED train job of round n for `target`, as the job would leave it (spec, model.pt, result.json)."""
+    spec = rounds.train_spec(s, rounds.get(s, n), target=target, iterations=1, init="scratch",
+                             **{**NET, "base": base, "levels": levels})
+    job = jobs.create(s, n, "train", spec, "local")
+    jd = jobs.job_dir(s, job)
+    (jd / "model.pt").write_bytes(b"weights")
+    jobfiles.atomic_write_json(jd / "result.json", {"status": "completed", "checkpoint": "model.pt"})
+    rounds.set_target(s, n, target)
+    return jobs.finish(s, job, "COMPLETED")
+
+
+def test_fine_tuning_follows_the_target(sess):
+    r1 = _completed_train(sess, 1, "blob")
+    rounds.new_round(sess, "other")
+    r2 = _completed_train(sess, 2, "other")
+    rounds.new_round(sess, "blob")
+    r3 = rounds.get(sess, 3)
+    spec = rounds.train_spec(sess, r3, target=None, iterations=5, **NET)  # the round's target: blob
+    assert spec["init_job"] == r1["id"] and spec["init_checkpoint"].endswith(f"jobs/{r1['id']}/model.pt")
+    spec = rounds.train_spec(sess, r3, target="other", iterations=5, **NET)
+    assert spec["init_job"] == r2["id"] and spec["target_name"] == "other"
+    spec = rounds.train_spec(sess, r3, target="blob", iterations=5, init="scratch", **NET)
+    assert spec["init_job"] is None and spec["init_checkpoint"] is None
+    spec = rounds.train_spec(sess, r3, target="blob", iterations=5, init=2, **NET)  # explicit: another target too
+    assert spec["init_job"] == r2["id"]
+    assert rounds.train_spec(sess, r3, target="blob", iterations=5, init="1", **NET)["init_job"] == r1["id"]
+    for bad, msg in ((3, "not an earlier round"), (7, "not an earlier round"), (0, "not an earlier round"),
+                     ("best", "use auto"), (True, "use auto")):
+        with pytest.raises(FibError, match=msg):
+            rounds.train_spec(sess, r3, target="blob", iterations=5, init=bad, **NET)
+    # the latest completed training of the target wins; a failed later one does not count
+    r1b = _completed_train(sess, 1, "blob")
+    failed = jobs.create(sess, 2, "train", {**spec, "target_name": "blob"}, "local")
+    jobs.finish(sess, failed, "FAILED")
+    assert rounds.train_spec(sess, r3, target="blob", iterations=5, **NET)["init_job"] == r1b["id"]
+    # the job row records where it started from; the round table shows it
+    job = jobs.create(sess, 3, "train", rounds.train_spec(sess, r3, target="blob", iterations=5, **NET), "local")
+    assert job["init_from"] == r1b["id"] and rounds.started_from(sess, 3) == r1b["id"]
+    assert rounds.started_from(sess, 1) == "scratch"
+    rounds.new_round(sess)
+    assert rounds.started_from(sess, 4) is None
+
+
+def test_architecture_follows_the_init_model_or_is_refused(sess):
+    _completed_train(sess, 1, "blob", base=4, levels=2)
+    rounds.new_round(sess)
+    r2 = rounds.get(sess, 2)
+    spec = rounds.train_spec(sess, r2, target="blob", iterations=5, patch=(8, 32, 32))
+    assert spec["model"] == {"base": 4, "levels": 2}  # kept from the init model
+    with pytest.raises(FibError, match=r"base 16, levels 2: r1-train-1, .* has base 4, levels 2"):
+        rounds.train_spec(sess, r2, target="blob", iterations=5, base=16)
+    assert rounds.train_spec(sess, r2, target="blob", iterations=5, base=16, init="scratch")["model"] == \
+        {"base": 16, "levels": 4}
+
+
+def test_a_refused_training_leaves_the_session_unchanged(sess):
+    """Validation errors come before any change: no job row, no job directory, the round's target as it was."""
+    _completed_train(sess, 1, "blob")
+    rounds.new_round(sess, "blob")
+    before = db_snapshot(sess.root)
+    r2 = rounds.get(sess, 2)
+    for kw, msg in ((dict(target="other", init=5), "not an earlier round"),
+                    (dict(target="blob", base=16), "has base 4"),
+                    (dict(target="nope"), "not one of this session's classes")):
+        with pytest.raises(FibError, match=msg):
+            spec = rounds.train_spec(sess, r2, iterations=5, **kw)
+            Dispatcher(sess).submit(2, "train", spec)
+        assert db_snapshot(sess.root) == before
+    assert rounds.get(sess, 2)["target"] == "blob"
+    # train_spec alone never writes the round's target; set_target does, after a submission
+    rounds.train_spec(sess, r2, target="other", iterations=5, **NET)
+    assert rounds.get(sess, 2)["target"] == "blob" and db_snapshot(sess.root) == before
+    rounds.set_target(sess, 2, "other")
+    assert rounds.get(sess, 2)["target"] == "other"
+    with pytest.raises(FibError, match="not one of this session's classes"):
+        rounds.set_target(sess, 2, "nope")
