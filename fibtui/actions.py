@@ -245,12 +245,6 @@ def executors(session: Session) -> list[str]:
         return ["local", "slurm"]
 
 
-def last_executor(session: Session, ctx: dict) -> str:
-    """The executor of the session's last job: a curator on a cluster keeps using it."""
-    row = next(session.db["jobs"].rows_where(order_by="rowid desc", limit=1), None)
-    return row["executor"] if row else "local"
-
-
 def job_spec(session: Session, job: dict) -> dict:
     try:
         return read_json(jobs.job_dir(session, job) / SPEC)
@@ -265,7 +259,7 @@ def last_threshold(session: Session, ctx: dict) -> float:
 
 ROUND = Param("round_n", "--round", "Round", integer(1), latest_round, "round number (default: the latest)",
               choices=round_numbers)
-EXECUTOR = Param("executor", "--executor", "Executor", text, last_executor,
+EXECUTOR = Param("executor", "--executor", "Executor", text, "local",
                  "where the job runs: local, slurm[:PROFILE] or ssh:PROFILE (profiles in fibtui.toml)",
                  choices=executors)
 VOLUME = Param("volume", "--volume", "Volume", text, only_volume, "volume name (default: the session's only one)",
@@ -310,7 +304,8 @@ def label_holdout(session: Session, ctx: Context, *, region: int, labels_path: P
 
 
 def train(session: Session, ctx: Context, *, round_n: int | None, target: str | None, iterations: int, patch,
-          batch: int, lr: float, base: int, levels: int, seed: int, threads: int, init, executor: str) -> dict:
+          batch: int, lr: float, base: int | None, levels: int | None, seed: int, threads: int, init,
+          executor: str) -> dict:
     rnd = rounds.get(session, round_n)
     spec = rounds.train_spec(session, rnd, target=target, iterations=iterations, patch=patch, batch=batch, lr=lr,
                              base=base, levels=levels, seed=seed, threads=threads, init=init)
@@ -318,7 +313,8 @@ def train(session: Session, ctx: Context, *, round_n: int | None, target: str | 
     rounds.set_target(session, rnd["n"], spec["target_name"])
     log(session, ctx, "job submitted", "job", job["id"], rnd["n"],
         {"kind": "train", "executor": executor, "target": spec["target_name"], "iterations": iterations,
-         "patch": ",".join(map(str, spec["patch"])), "batch": batch, "lr": lr, "base": base, "levels": levels,
+         "patch": ",".join(map(str, spec["patch"])), "batch": batch, "lr": lr, "base": spec["model"]["base"],
+         "levels": spec["model"]["levels"],
          "seed": seed, "from": spec.get("init_job") or "scratch"})
     start = spec.get("init_job") or "scratch"
     return {**job, "summary": f"submitted {job['id']} on {executor}: {spec['target_name']}, {iterations} iterations, "
@@ -443,8 +439,10 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("patch", "--patch", "Patch Z,Y,X", triple(), default_patch, "patch shape (default from the voxel size)"),
             Param("batch", "--batch", "Batch", integer(1), 2, "patches per step"),
             Param("lr", "--lr", "Learning rate", number(gt=0), 1e-3, "peak learning rate (cosine decay)"),
-            Param("base", "--base", "Base channels", integer(1), 16, "U-Net channels at the first level"),
-            Param("levels", "--levels", "Levels", integer(1), 4, "U-Net levels"),
+            Param("base", "--base", "Base channels", integer(1), None,
+                  "U-Net channels at the first level (default: the starting model's, else 16)"),
+            Param("levels", "--levels", "Levels", integer(1), None,
+                  "U-Net levels (default: the starting model's, else 4)"),
             Param("seed", "--seed", "Seed", integer(0), 0, "random seed"),
             Param("threads", "--threads", "CPU threads", integer(0), 0, "CPU threads (0: all)"),
             Param("init", "--from", "Start from", init_source, "auto",

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from fibtui.actions import Context, invoke
 from fibtui.cli.rounds import follow
 from fibtui.output import console, progress, stage_callback
 from remote.dispatch import Dispatcher
-from sessions import journal, labels, rounds, synth
-from sessions.volumes import catalog
+from sessions import journal, synth
 from sessions.errors import FibError
 from sessions.geometry import Box, unfmt
+from sessions.volumes import catalog
 from sessions.workspace import DB_NAME, Session, init_session, open_session
 
 SHAPE = (48, 192, 192)
@@ -83,33 +84,37 @@ def run_demo(root: Path, iterations: int | None = None, quiet: bool = False) -> 
     classes = list(synth.CLASS_NAMES)
 
     say("[bold]3/6[/] round 1: held-out regions drawn at random and frozen, crops from the ground truth")
-    rnd = rounds.new_round(s)
-    regions = labels.draw_holdout(s, vol, N_HOLDOUT, HOLDOUT, seed=SEED)
+    # Every step goes through the same actions a curator's keys and commands call, so the demo
+    # session's intervention log reads like a curator's.
+    ctx = Context(via="demo", author="demo")
+    rnd = invoke(s, "new_round", {}, ctx)
+    regions = invoke(s, "draw_holdout", {"count": N_HOLDOUT, "size": HOLDOUT, "seed": SEED, "volume": vol},
+                     ctx)["regions"]
     for r in regions:
         box = Box(unfmt(r["offset"]), unfmt(r["shape"]))
         path = root / f"holdout-{r['id']}.tif"
         tifffile.imwrite(path, gt[box.slices] + 1)  # dense truth: every voxel labelled (class = gt + 1)
-        labels.label_holdout(s, r["id"], path, classes)
+        invoke(s, "label_holdout", {"region": r["id"], "labels_path": path, "classes": classes}, ctx)
     rng = np.random.default_rng(SEED)
     avoid = [Box(unfmt(r["offset"]), unfmt(r["shape"])) for r in regions]
     for i, box in enumerate(_choose_crops(gt, avoid, rng)):
         path = root / f"crop-{i + 1}.tif"
         tifffile.imwrite(path, gt[box.slices] + 1)
-        labels.add_crop(s, rnd["n"], vol, path, box.offset, classes)
+        invoke(s, "add_crop", {"labels_path": path, "offset": box.offset, "volume": vol, "classes": classes}, ctx)
     journal.add_note(s, f"added 4 crops of {CROP}: two on mitochondria, two on the nuclear envelope",
                      "the envelope is dark like mitochondria; label it as a negative early", "demo", rnd["n"])
 
     d = Dispatcher(s)
     train_kw = {**TRAIN, "iterations": iterations or TRAIN["iterations"]}
-    for step, kind, spec in (
-        ("4/6", "train", lambda: rounds.train_spec(s, rnd, target=TARGET, **train_kw)),
-        ("5/6", "predict", lambda: rounds.predict_spec(s, rnd)),
-        ("6/6", "evaluate", lambda: rounds.eval_spec(s, rnd)),
+    for step, name, raw in (
+        ("4/6", "train", {"target": TARGET, **train_kw}),
+        ("5/6", "predict", {}),
+        ("6/6", "evaluate", {}),
     ):
-        say(f"[bold]{step}[/] {kind} (local job; Ctrl-C detaches, the job keeps running)")
-        job = follow(d, d.submit(rnd["n"], kind, spec()), quiet=quiet)
+        say(f"[bold]{step}[/] {name} (local job; Ctrl-C detaches, the job keeps running)")
+        job = follow(d, invoke(s, name, raw, ctx), quiet=quiet)
         if job["state"] != "COMPLETED":
             raise FibError(f"demo: {job['id']} {job['state']}: {job['reason']} (see {s.path(job['dir'], 'stderr.log')})")
     journal.add_message(s, "scientist", "Are the false negatives on the right-hand side from the shading? "
-                        "Please check the held-out regions there.", round_n=rnd["n"])
+                        "Please check the held-out regions there.", kind="question", round_n=rnd["n"])
     return s

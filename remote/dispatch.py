@@ -27,6 +27,9 @@ from sessions.jobfiles import append_event
 from sessions.workspace import Session
 
 
+SUBMIT_GRACE_S = 120.0  # a submission takes seconds; an SSH preflight at most ~20 s
+
+
 class Backoff:
     """A growing poll interval: initial, ×factor per call, capped; `reset` on a change."""
 
@@ -137,10 +140,36 @@ class Dispatcher:
                                "resume it once it has ended")
             self._sleep(0.5)
 
+    def reconcile(self, grace_s: float = SUBMIT_GRACE_S) -> list[str]:
+        """Settle what a submitter killed mid-submission left: every job ends up submitted or gone.
+
+        A job row without an executor id is adopted when the job's own `started` event names its id
+        (the submitter died between the executor's answer and recording it), and is otherwise removed
+        with its directory (it died before handing the job over); a job directory without a row, in
+        which nothing ever ran, is removed. Only what is older than `grace_s`: a slow submission (SSH
+        preflight) in another process must not be taken for a dead one. Returns what it did, one line
+        each."""
+        rows, stray = jobs.unsubmitted(self.session, grace_s)
+        done = []
+        for job in rows:
+            ext = jobs.started_id(self.session, job)
+            if ext:
+                self.session.db["jobs"].update(job["id"], {"external_id": ext})
+                done.append(f"{job['id']}: adopted ({job['executor']} id {ext})")
+            else:
+                self.session.db["jobs"].delete(job["id"])
+                shutil.rmtree(jobs.job_dir(self.session, job), ignore_errors=True)
+                done.append(f"{job['id']}: removed (its submission never reached {job['executor']})")
+        for d in stray:
+            shutil.rmtree(d, ignore_errors=True)
+            done.append(f"{d.name}: removed (a job directory without a job)")
+        return done
+
     def refresh(self) -> list[dict]:
         """Ingest events of every active job, record resource use, settle the finished ones; return them updated.
 
         An executor that cannot be asked (host down) leaves its jobs as they are; why is in `errors`."""
+        self.reconcile()
         active = jobs.active(self.session)
         by_ex: dict[str, list[dict]] = defaultdict(list)
         for job in active:

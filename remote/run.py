@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     from remote import evaluate, predict, train
 
     append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind,
-                 gpus=visible_gpus(spec), **({"task": task} if task is not None else {}))
+                 gpus=visible_gpus(spec), **({"task": task} if task is not None else {}),
+                 **({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if "SLURM_JOB_ID" in os.environ else {}))
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(out_dir, stop), daemon=True).start()
     try:

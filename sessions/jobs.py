@@ -7,6 +7,7 @@ harmless and a restarted TUI picks up exactly where it left off.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sessions.errors import FibError
@@ -57,6 +58,8 @@ def create(session: Session, round_n: int, kind: str, spec: dict, executor: str,
     if init_from is None and kind == "train":
         init_from = spec.get("init_job")
     n = session.db["jobs"].count_where("round = ? and kind = ?", [round_n, kind]) + 1
+    while session.path("jobs", f"r{round_n}-{kind}-{n}").exists():  # left by a killed submitter
+        n += 1
     job_id = f"r{round_n}-{kind}-{n}"
     d = session.path("jobs", job_id)
     d.mkdir(parents=True, exist_ok=False)
@@ -70,6 +73,36 @@ def create(session: Session, round_n: int, kind: str, spec: dict, executor: str,
     }
     session.db["jobs"].insert(row)
     return row
+
+
+def unsubmitted(session: Session, older_than_s: float) -> tuple[list[dict], list[Path]]:
+    """What a submitter killed mid-submission (SIGKILL, a dropped SSH session) can leave behind.
+
+    (rows of PENDING jobs that never got an executor id, submitted more than `older_than_s` ago;
+    job directories with no row, as old, in which no job ever started). Recent ones are left alone:
+    another fibtui may be submitting them right now."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
+    rows = [r for r in session.db["jobs"].rows_where("state = 'PENDING' and external_id is null")
+            if datetime.fromisoformat(r["submitted"]) < cutoff]
+    known = {r[0] for r in session.db.execute("select dir from jobs")}
+    stray = []
+    for d in sorted(session.path("jobs").iterdir()) if session.path("jobs").is_dir() else []:
+        if (d.is_dir() and session.rel(d) not in known and not (d / EVENTS).exists()
+                and datetime.fromtimestamp(d.stat().st_mtime, timezone.utc) < cutoff):
+            stray.append(d)
+    return rows, stray
+
+
+def started_id(session: Session, job: dict) -> str | None:
+    """The executor id a job's own `started` event names: its PID (local) or SLURM_JOB_ID (Slurm)."""
+    events, _ = read_events(job_dir(session, job))
+    for ev in events:
+        if ev.get("type") == "started":
+            if job["executor"] == "local" and ev.get("pid"):
+                return str(ev["pid"])
+            if job["executor"].startswith("slurm") and ev.get("slurm_job_id"):
+                return str(ev["slurm_job_id"])
+    return None
 
 
 def get(session: Session, job_id: str) -> dict:

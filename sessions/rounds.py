@@ -90,13 +90,13 @@ def _init_job(session: Session, rnd: dict, target: str, init) -> dict | None:
     if isinstance(init, str) and init.strip().isdigit():
         init = int(init)
     if isinstance(init, bool) or not isinstance(init, int):
-        raise FibError(f"init {init!r}: use auto (this target's last model), scratch, or an earlier round's number")
+        raise FibError(f"--from {init!r}: use auto (this target's last model), scratch, or an earlier round's number")
     if not 1 <= init < rnd["n"]:
         earlier = f"1..{rnd['n'] - 1}" if rnd["n"] > 1 else "none (this is round 1); use scratch"
-        raise FibError(f"init round {init}: not an earlier round than round {rnd['n']}; earlier rounds: {earlier}")
+        raise FibError(f"--from {init}: not an earlier round than round {rnd['n']}; earlier rounds: {earlier}")
     found = _completed_trains(session, "round = ?", [init])
     if not found:
-        raise FibError(f"init round {init}: it has no completed training; pick another round, or auto or scratch")
+        raise FibError(f"--from {init}: round {init} has no completed training; pick another round, or auto or scratch")
     return found[0]
 
 
@@ -135,17 +135,17 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         res = jobs.result(session, prev) or {}
         init_path = jobs.job_dir(session, prev) / res.get("checkpoint", "model.pt")
         if not init_path.is_file():
-            raise FibError(f"the model of {prev['id']} ({init_path}) is missing; pass init scratch or another round")
+            raise FibError(f"the model of {prev['id']} ({init_path}) is missing; pass --from scratch or another round")
         pspec = jobs.spec(session, prev) or {}
         arch = {"base": 16, "levels": 4, **pspec.get("model", {})}
         base, levels = arch["base"] if base is None else base, arch["levels"] if levels is None else levels
         if (int(base), int(levels)) != (arch["base"], arch["levels"]):
             raise FibError(f"base {base}, levels {levels}: {prev['id']}, the model this training starts from, has "
-                           f"base {arch['base']}, levels {arch['levels']}; pass those, or init scratch")
+                           f"base {arch['base']}, levels {arch['levels']}; pass those, or --from scratch")
         pvs = (pspec.get("volume") or {}).get("voxel_size")
         if pvs is not None and [float(v) for v in pvs] != [float(v) for v in vol["voxel_size"]]:
             raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
-                           f"{tuple(pvs)}, volume {vol['name']!r} has {tuple(vol['voxel_size'])}; pass init scratch")
+                           f"{tuple(pvs)}, volume {vol['name']!r} has {tuple(vol['voxel_size'])}; pass --from scratch")
     return {
         "volume": {"name": vol["name"], "path": str(session.path(vol["path"])), "voxel_size": list(vol["voxel_size"])},
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],

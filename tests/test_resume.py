@@ -9,13 +9,13 @@ import time
 import pytest
 import tifffile
 import torch
-
 from conftest import blobs_volume, db_snapshot
+
 from remote.dispatch import Dispatcher
 from sessions import jobfiles, jobs, labels, rounds
 from sessions.errors import FibError
 
-NET = dict(patch=(8, 32, 32), base=4, levels=2, threads=1)
+NET = {"patch": (8, 32, 32), "base": 4, "levels": 2, "threads": 1}
 
 
 @pytest.fixture
@@ -247,9 +247,9 @@ def test_a_refused_training_leaves_the_session_unchanged(sess):
     rounds.new_round(sess, "blob")
     before = db_snapshot(sess.root)
     r2 = rounds.get(sess, 2)
-    for kw, msg in ((dict(target="other", init=5), "not an earlier round"),
-                    (dict(target="blob", base=16), "has base 4"),
-                    (dict(target="nope"), "not one of this session's classes")):
+    for kw, msg in (({"target": "other", "init": 5}, "not an earlier round"),
+                    ({"target": "blob", "base": 16}, "has base 4"),
+                    ({"target": "nope"}, "not one of this session's classes")):
         with pytest.raises(FibError, match=msg):
             spec = rounds.train_spec(sess, r2, iterations=5, **kw)
             Dispatcher(sess).submit(2, "train", spec)

@@ -159,7 +159,7 @@ BAD_VALUES = [
     ("train", {"lr": "-1"}, "--lr '-1': must be a finite number > 0"),
     ("train", {"patch": "8,32"}, "--patch '8,32': expected three comma-separated numbers Z,Y,X"),
     ("train", {"target": "nucleus"}, "target class 'nucleus' is not one of this session's classes"),
-    ("train", {"target": "blob", "init": "7"}, "not an earlier round"),
+    ("train", {"target": "blob", "init": "7"}, "--from 7: not an earlier round"),
     ("predict", {}, "round 1 has no completed train job"),
     ("evaluate", {"threshold": "2"}, "--threshold '2': must be a finite number > 0 and < 1"),
     ("add_crop", {"labels_path": "/nowhere.tif", "offset": "0,0,0"}, "--labels /nowhere.tif: no such file"),

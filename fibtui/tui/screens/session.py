@@ -282,10 +282,9 @@ class SessionScreen(Screen):
         self.show_panel()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """The scientist's read-only view has no round actions; the panel keys only matter when small."""
-        if action == "act":
-            return not self.read_only
-        if action == "why":
+        """The scientist's read-only view has no round actions and no log entries (messages stay open to
+        them); the panel keys only matter when the terminal is small."""
+        if action in ("act", "note", "why"):  # the round and the curator's log are the curator's
             return not self.read_only
         if action == "panel":
             return not self.has_class("-wide")
