@@ -188,7 +188,7 @@ async def key_latency(root: Path, presses: int, refresh_s: float, progress_dirs:
     app = FibApp(root, refresh_s=refresh_s)
     lat, idle = [], []
     async with app.run_test(size=SIZE) as pilot:
-        await until(lambda: getattr(app.screen, "snap", None) is not None and len(app.screen.snap.jobs) > 0)
+        await until(lambda: getattr(app.screen, "snap", None) is not None)
         await pilot.pause(2 * refresh_s)  # a few polls in: the steady state
         for i in range(presses):
             for d in progress_dirs[i % 4::4][:5]:  # some jobs log progress: the poll keeps finding changes
@@ -197,7 +197,8 @@ async def key_latency(root: Path, presses: int, refresh_s: float, progress_dirs:
             before = cursor(app)
             t0 = time.perf_counter()
             app.post_message(events.Key("down", None))
-            await until(lambda: cursor(app) != before, timeout=10)
+            if before[1] is not None:  # a table-like widget has focus: wait until its cursor moved
+                await until(lambda: cursor(app) != before, timeout=10)
             await app.screen.wait_for_refresh()
             lat.append(time.perf_counter() - t0)
         for i in range(max(3, presses // 3)):  # what Pilot's press + pause see (process idle by CPU time)
@@ -205,7 +206,7 @@ async def key_latency(root: Path, presses: int, refresh_s: float, progress_dirs:
             await pilot.press("down")
             await pilot.pause()
             idle.append(time.perf_counter() - t0)
-        polled = sum(1 for j in app.screen.snap.jobs if j["state"] == "RUNNING")
+        polled = sum(1 for j in getattr(app.screen.snap, "jobs", []) if j.get("state") == "RUNNING")
     return {"median": statistics.median(lat), "p95": pct(lat, 95), "max": max(lat),
             "idle_median": statistics.median(idle), "running_jobs": polled}
 
@@ -304,7 +305,7 @@ def main() -> None:
               f"ratio big/empty median {b['median'] / e['median']:.2f} p95 {b['p95'] / e['p95']:.2f} "
               f"(target p95 <= 100 ms: {'met' if b['p95'] <= 0.1 else 'NOT met'})")
         print(f"    Pilot press+pause (waits for CPU idle): empty {e['idle_median'] * 1e3:.0f} ms, "
-              f"big {b['idle_median'] * 1e3:.0f} ms; jobs RUNNING in the last snapshot: "
+              f"big {b['idle_median'] * 1e3:.0f} ms; RUNNING jobs listed in the last snapshot: "
               f"{e['running_jobs']}/{b['running_jobs']}")
     print("reproduce: python benchmarks/tui_responsiveness.py " +
           " ".join(f"--{k} {v}" for k, v in (("repeats", args.repeats), ("presses", args.presses),

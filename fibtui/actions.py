@@ -23,7 +23,6 @@ from remote.dispatch import Dispatcher
 from sessions import interventions, jobs, labels, rounds
 from sessions.errors import FibError
 from sessions.geometry import Box, parse_triple
-from sessions.jobfiles import SPEC, read_json
 from sessions.volumes import catalog
 from sessions.workspace import Session
 
@@ -245,16 +244,9 @@ def executors(session: Session) -> list[str]:
         return ["local", "slurm"]
 
 
-def job_spec(session: Session, job: dict) -> dict:
-    try:
-        return read_json(jobs.job_dir(session, job) / SPEC)
-    except (OSError, ValueError):
-        return {}
-
-
 def last_threshold(session: Session, ctx: dict) -> float:
     row = next(session.db["jobs"].rows_where("kind = 'evaluate'", order_by="rowid desc", limit=1), None)
-    return job_spec(session, row).get("threshold", 0.5) if row else 0.5
+    return (jobs.spec(session, row) or {}).get("threshold", 0.5) if row else 0.5
 
 
 ROUND = Param("round_n", "--round", "Round", integer(1), latest_round, "round number (default: the latest)",
@@ -353,7 +345,7 @@ def resume(session: Session, ctx: Context, *, round_n: int | None, job: str | No
                        "iteration and left a checkpoint can (see `fibtui jobs`)")
     old = jobs.get(session, job)
     new = _dispatcher(session, ctx).resume(job, iterations=iterations, executor=executor or old["executor"])
-    spec = job_spec(session, new)
+    spec = jobs.spec(session, new) or {}
     log(session, ctx, "training resumed", "job", new["id"], new["round"],
         {"resumes": job, "executor": new["executor"], "iterations": spec.get("iterations"),
          "from_iteration": (spec.get("resume_from") or {}).get("iteration")})

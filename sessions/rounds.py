@@ -185,10 +185,14 @@ def resume_spec(session: Session, job_id: str, *, iterations: int | None = None)
 
 def started_from(session: Session, round_n: int) -> str | None:
     """What the round's latest training started from: "scratch", the job id of its init model, or None (none)."""
-    job = jobs.latest(session, round_n, "train")
-    if job is None:
+    return start_of(jobs.latest(session, round_n, "train"))
+
+
+def start_of(train: dict | None) -> str | None:
+    """What a training job started from: "scratch" or the job whose model it fine-tunes (None: no training)."""
+    if train is None:
         return None
-    return job.get("init_from") or "scratch"
+    return train.get("init_from") or "scratch"
 
 
 def default_patch(voxel_size) -> tuple[int, int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from sessions import journal
+from sessions.rounds import start_of
 from sessions.workspace import Session
 
 
@@ -23,9 +24,10 @@ def summarize(session: Session) -> dict:
         ev = next((j for j in reversed(jobs) if j["kind"] == "evaluate" and j["state"] == "COMPLETED"), None)
         rounds.append({
             "n": r["n"], "target": r["target"], "parent": r["parent"],
+            "started_from": start_of(next((j for j in reversed(jobs) if j["kind"] == "train"), None)),
             "crops": db["crops"].count_where("round = ?", [r["n"]]),
             "jobs": [{k: j[k] for k in ("id", "kind", "executor", "state", "reason", "progress", "message",
-                                         "submitted", "started", "ended")} for j in jobs],
+                                         "submitted", "started", "ended", "resumes", "init_from")} for j in jobs],
             "metrics": latest_metrics(session, ev["id"]) if ev else {},
         })
     return {

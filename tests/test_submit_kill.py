@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 import tifffile
-
 from conftest import blobs_volume
+
 from remote.dispatch import Dispatcher
 from sessions import jobs, labels, rounds
 from sessions.jobfiles import append_event

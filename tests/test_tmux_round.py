@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 import tifffile
-
 from conftest import blobs_volume
+
 from sessions import interventions, jobs, rounds
 from sessions.volumes import catalog
 from sessions.workspace import init_session, open_session

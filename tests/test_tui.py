@@ -12,15 +12,15 @@ import pytest
 import tifffile
 from textual.widgets import DataTable, OptionList
 
-from fibtui.tui.widgets import halfblock
 from fibtui.tui.app import FibApp
 from fibtui.tui.screens.action_form import ActionForm
 from fibtui.tui.screens.dialogs import ConfirmScreen, FormScreen
 from fibtui.tui.screens.session import SessionScreen
 from fibtui.tui.screens.viewer import SliceView, View, ViewerScreen, build_frame
+from fibtui.tui.widgets import halfblock
 from sessions import jobs, journal, labels, rounds
-from sessions.volumes import catalog, omezarr
 from sessions.jobfiles import STDERR, append_event
+from sessions.volumes import catalog, omezarr
 from sessions.volumes.slices import SliceSource
 from sessions.workspace import init_session, open_session
 
@@ -80,6 +80,8 @@ async def test_session_screen_shows_the_session(session):
         screen = app.screen
         assert isinstance(screen, SessionScreen)
         await wait_for(pilot, lambda: screen.snap is not None and screen.query_one("#jobs", DataTable).row_count)
+        # the first paint is what SQLite holds; the first poll (next tick) folds the job's events
+        await wait_for(pilot, lambda: row(app, "#jobs", job_id)[1] == "RUNNING")
         assert row(app, "#rounds", "1")[:4] == ["1", "—", "scratch", "1"]
         job = row(app, "#jobs", job_id)
         assert job[1] == "RUNNING" and "30%" in job[2] and job[3] == "it 120/400 loss 0.3100"

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import tifffile
+from conftest import blobs_volume, db_snapshot
 from textual.widgets import DataTable, Input, OptionList, Static
 
-from conftest import blobs_volume, db_snapshot
 from fibtui.actions import ACTIONS
 from fibtui.tui.app import FibApp
 from fibtui.tui.screens.action_form import ActionForm

@@ -13,6 +13,7 @@ from pathlib import Path
 from remote.dispatch import Dispatcher
 from sessions import interventions, jobs, journal, metrics
 from sessions.jobfiles import STDERR, tail
+from sessions.rounds import start_of
 from sessions.summary import latest_metrics
 from sessions.workspace import Session, open_session
 
@@ -75,7 +76,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
         if job["kind"] == "train" and job["state"] not in jobs.ACTIVE and job["state"] != "COMPLETED":
             job["resumable"] = jobs.resumable(session, job)
     crops = dict(db.execute("select round, count(*) from crops group by round").fetchall())
-    rounds = [{**r, "crops": crops.get(r["n"], 0), "started_from": _started_from(latest.get((r["n"], "train"))),
+    round_rows = [{**r, "crops": crops.get(r["n"], 0), "started_from": start_of(latest.get((r["n"], "train"))),
                **{k: latest.get((r["n"], k)) for k in ("train", "predict", "evaluate")}}
               for r in db["rounds"].rows_where(order_by="n desc")]
     evaluation = None
@@ -97,7 +98,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
     else:
         log = log_tail(session.root, log_job)
     return Snapshot(
-        rounds=rounds, jobs=job_rows, evaluation=evaluation,
+        rounds=round_rows, jobs=job_rows, evaluation=evaluation,
         curves=metrics.curve(session, attempts, points=CURVE_POINTS) if attempts else {},
         curve_title=" → ".join(attempts) if attempts else "",
         scores=scores, warnings=metrics.regressions(scores),
@@ -105,13 +106,6 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
         log=interventions.log(session, limit=LISTED), latest_prediction=pred["id"] if pred else None,
         log_job=log_job["id"] if log_job else None, log_text=log, warning=warning,
     )
-
-
-def _started_from(train: dict | None) -> str | None:
-    """What a round's training started from: "scratch" or the job whose model it fine-tuned (None: not trained)."""
-    if train is None:
-        return None
-    return train.get("init_from") or "scratch"
 
 
 def log_tail(root: Path, job: dict) -> str:

@@ -193,7 +193,7 @@ def _bindings(read_only: bool) -> list[Binding]:
         *(Binding(ACTIONS[n].key, f"act('{n}')", ACTIONS[n].title, show=n in IN_FOOTER, tooltip=ACTIONS[n].help)
           for n in ROUND_ACTIONS),
         Binding("v", "viewer", "Open viewer", tooltip="Browse slices with labels and prediction"),
-        Binding("m", "message", "Write message", tooltip="Add to the curator–scientist thread (replies to the "
+        Binding("m", "message", "Write message", show=False, tooltip="Add to the curator–scientist thread (replies to the "
                                                          "highlighted message when the thread has focus)"),
         Binding("n", "note", "Add note", show=False, tooltip="A free-text entry in the intervention log"),
         Binding("w", "why", "Give a reason", show=False,
@@ -257,7 +257,7 @@ class SessionScreen(Screen):
         self.query_one("#jobs", DataTable).focus()
         self.layout_for(self.app.size)
         self.set_interval(self.refresh_s, self.poll)
-        self.action_refresh()
+        self.load_snapshot(None, poll=False)  # paint what the session holds at once; the first tick polls
 
     # -- layout ------------------------------------------------------------
 
@@ -303,8 +303,9 @@ class SessionScreen(Screen):
         self.load_snapshot(self.selected_job)
 
     @work(thread=True, exclusive=True, group="refresh")
-    def load_snapshot(self, selected_job: str | None) -> None:
-        poll = time.monotonic() >= self._next_poll
+    def load_snapshot(self, selected_job: str | None, poll: bool | None = None) -> None:
+        """`poll`: ask the executors first (default: when the backoff says it is time)."""
+        poll = time.monotonic() >= self._next_poll if poll is None else poll
         try:
             snap = snapshot.refresh(self.root, selected_job, self._executors, poll=poll)
         except Exception as e:
