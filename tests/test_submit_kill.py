@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import tifffile
 from conftest import blobs_volume
+from tmuxpane import Pane
 
 from remote.dispatch import Dispatcher
 from sessions import jobs, labels, rounds
@@ -66,26 +66,17 @@ def test_tui_killed_mid_submission_leaves_a_whole_job_or_none(base):
     for i, delay in enumerate((0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0)):
         root = base / f"s{i}"
         shutil.copytree(base / "base", root)
-        name = f"fibtui-kill-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "30",
-                        f"{sys.executable} -m fibtui tui --session {root}"], check=True)
+        pane = Pane(f"{sys.executable} -m fibtui tui --session {root}", size=(100, 30))
         try:
-            pid = int(subprocess.run(["tmux", "display", "-p", "-t", name, "#{pane_pid}"], capture_output=True,
-                                     text=True).stdout)
-            screen = lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,  # noqa: E731
-                                            text=True).stdout
-            end = time.monotonic() + 30
-            while "Rounds" not in screen() and time.monotonic() < end:
-                time.sleep(0.1)
-            subprocess.run(["tmux", "send-keys", "-t", name, "t"], check=True)
-            while "Iterations" not in screen() and time.monotonic() < end:
-                time.sleep(0.05)
-            assert "Iterations" in screen(), screen()
-            subprocess.run(["tmux", "send-keys", "-t", name, "Enter"], check=True)
+            pane.wait("Rounds")
+            pane.keys("t")
+            pane.wait("Iterations", 10)
+            pid = pane.pid
+            pane.keys("Enter", pause=0)
             time.sleep(delay)
             os.kill(pid, signal.SIGKILL)
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+            pane.close()
         outcomes.append(len(check_whole(root)))
     print("jobs after each kill:", outcomes)
     assert set(outcomes) <= {0, 1}

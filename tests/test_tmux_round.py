@@ -8,14 +8,13 @@ the test types as a person would (send-keys) and reads the screen
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import tifffile
 from conftest import blobs_volume
+from tmuxpane import Pane
 
 from sessions import interventions, jobs, rounds
 from sessions.volumes import catalog
@@ -23,35 +22,6 @@ from sessions.workspace import init_session, open_session
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")]
-
-
-class Pane:
-    def __init__(self, command: str, size=(80, 24)):
-        self.name = f"fibtui-test-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
-                        command], check=True)
-
-    def keys(self, *keys: str, literal: bool = False) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True)
-        time.sleep(0.15)
-
-    def type(self, text: str) -> None:
-        self.keys(text, literal=True)
-
-    def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
-
-    def wait(self, text: str, timeout: float = 30.0) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            out = self.screen()
-            if text in out:
-                return out
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared on the screen; it shows:\n{self.screen()}")
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
 def test_a_round_by_keys_and_palette_at_80x24(tmp_path):

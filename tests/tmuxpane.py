@@ -1,0 +1,43 @@
+"""A real terminal for tests: a program in a tmux pane, typed at with send-keys, read with capture-pane."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+
+class Pane:
+    def __init__(self, command: str, size=(80, 24)):
+        self.name = f"fibtui-test-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
+                        command], check=True)
+
+    def keys(self, *keys: str, literal: bool = False, pause: float = 0.15) -> None:
+        """Send keys, then give the program `pause` seconds to take them."""
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True)
+        time.sleep(pause)
+
+    def type(self, text: str) -> None:
+        self.keys(text, literal=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+
+    def wait(self, text: str, timeout: float = 30.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            out = self.screen()
+            if text in out:
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared on the screen; it shows:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+    @property
+    def pid(self) -> int:
+        """The PID of the program in the pane (started without a shell: the program itself)."""
+        out = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{pane_pid}"], capture_output=True, text=True)
+        return int(out.stdout)
