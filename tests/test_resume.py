@@ -262,3 +262,30 @@ def test_a_refused_training_leaves_the_session_unchanged(sess):
     assert rounds.get(sess, 2)["target"] == "other"
     with pytest.raises(FibError, match="not one of this session's classes"):
         rounds.set_target(sess, 2, "nope")
+
+
+@pytest.mark.slow
+def test_cli_resume_continues_a_cancelled_training(sess):
+    """`fibtui round train --resume` finds the round's stopped training and continues it; settings stay."""
+    from conftest import run_cli
+
+    root = sess.root
+    net = ["--patch", "8,32,32", "--base", "4", "--levels", "2", "--threads", "1", "--batch", "1"]
+    out = run_cli("round", "train", "--session", root, "--target", "blob", "--iterations", "400", *net,
+                  "--detach", "--json", check=True)
+    job_id = json.loads(out.stdout)["id"]
+    deadline = time.monotonic() + 180
+    while not sess.db.execute("select count(*) from checkpoints where job = ?", [job_id]).fetchone()[0]:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        Dispatcher(sess).refresh()
+        time.sleep(0.5)
+    run_cli("jobs", "cancel", job_id, "--session", root, check=True)
+    refused = run_cli("round", "train", "--session", root, "--resume", "--lr", "0.1")
+    assert refused.returncode == 2 and "--lr: not used with --resume" in refused.stderr
+    out = run_cli("round", "train", "--session", root, "--resume", "--iterations", "410", "--json", check=True)
+    new = json.loads(out.stdout)
+    assert new["state"] == "COMPLETED" and new["resumes"] == job_id
+    spec = jobs.spec(sess, new)
+    assert spec["iterations"] == 410 and spec["resume_from"]["job"] == job_id and spec["model"]["base"] == 4
+    assert [e["action"] for e in sess.db["interventions"].rows_where(order_by="id")] == [
+        "job submitted", "job cancelled", "training resumed"]
