@@ -1,9 +1,11 @@
-"""`fibtui demo`: one full labeling round on a synthetic volume, locally, end to end.
+"""`fibtui demo`: the scientist's question answered on a synthetic volume, locally, end to end.
 
-It runs the same code paths a curator does — synth → ingest → round → crops
-from the ground truth → random frozen held-out regions → train → predict →
-eval → a message and a note — and only sizes things to finish in minutes on
-a 2-core CPU.
+It runs the same code paths a curator does — synth → ingest → round 1 (target
+envelope): crops from the ground truth, random frozen held-out regions, train,
+predict, eval → round 2 (target pore): more crops on pores, train, predict,
+eval → measure: pores per nucleus on the predicted envelope, beside the
+generator's truth → a message and a note — and only sizes things to finish in
+minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -29,22 +31,30 @@ SEED = 7
 CROP = (12, 64, 64)
 HOLDOUT = (12, 64, 64)
 N_HOLDOUT = 3
-TARGET = "mito"
+TARGETS = ("envelope", "pore")  # one label at a time: a round each
 TRAIN = {"iterations": 400, "patch": (24, 64, 64), "batch": 2, "base": 8, "levels": 3}
 
 
-def _choose_crops(gt: np.ndarray, avoid: list[Box], rng: np.random.Generator) -> list[Box]:
-    """Crops where a curator would label: on mitochondria, and on the dark nuclear
-    envelope, the structure most easily mistaken for them."""
+CROPS = {  # round → crop shape, and (class, least share of the crop) per crop
+    "envelope": (CROP, [(synth.ENVELOPE, 0.03), (synth.ENVELOPE, 0.03), (synth.MITO, 0.03), (synth.ENVELOPE, 0.03)]),
+    # thinner: the volume is only 48 slices deep and already holds the held-out regions and 4 crops
+    "pore": ((6, 64, 64), [(synth.PORE, 0.003), (synth.PORE, 0.003)]),
+}
+
+
+def _choose_crops(gt: np.ndarray, avoid: list[Box], rng: np.random.Generator, wanted,
+                  shape=CROP) -> list[Box]:
+    """Crops where a curator would label: on the envelope (and a mitochondrion, dark like it)
+    for the envelope round, on pores for the pore round."""
     out: list[Box] = []
-    wanted = [synth.MITO, synth.MITO, synth.ENVELOPE, synth.ENVELOPE]
     for _ in range(20000):
         if len(out) == len(wanted):
             break
-        off = tuple(int(rng.integers(0, s - c + 1)) for s, c in zip(gt.shape, CROP))
-        box = Box(off, CROP)
-        frac = float((gt[box.slices] == wanted[len(out)]).mean())
-        if 0.03 < frac < 0.6 and not any(box.overlaps(b) for b in avoid + out):
+        off = tuple(int(rng.integers(0, s - c + 1)) for s, c in zip(gt.shape, shape))
+        box = Box(off, shape)
+        cls, least = wanted[len(out)]
+        frac = float((gt[box.slices] == cls).mean())
+        if least < frac < 0.6 and not any(box.overlaps(b) for b in avoid + out):
             out.append(box)
     if len(out) < len(wanted):
         raise FibError("demo: could not place crops on the synthetic volume (unexpected); try another --dir")
@@ -52,7 +62,15 @@ def _choose_crops(gt: np.ndarray, avoid: list[Box], rng: np.random.Generator) ->
 
 
 def _status_done(s: Session) -> bool:
-    return any(j["kind"] == "evaluate" and j["state"] == "COMPLETED" for j in s.db["jobs"].rows)
+    return any(j["kind"] == "measure" and j["state"] == "COMPLETED" for j in s.db["jobs"].rows)
+
+
+def answer_lines(s: Session) -> list[str]:
+    """The demo's last words: per nucleus, pores and density beside the truth."""
+    from sessions import measure
+
+    ans = measure.latest(s)
+    return measure.with_truth(ans) if ans else []
 
 
 def run_demo(root: Path, iterations: int | None = None, quiet: bool = False) -> Session:
@@ -71,23 +89,23 @@ def run_demo(root: Path, iterations: int | None = None, quiet: bool = False) -> 
     root.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else console.print
 
-    say(f"[bold]1/6[/] synthetic FIB-SEM volume {SHAPE} @ {VOXEL_NM[0]:g} nm (seed {SEED})")
+    say(f"[bold]1/7[/] synthetic FIB-SEM volume {SHAPE} @ {VOXEL_NM[0]:g} nm (seed {SEED})")
     scene = synth.make_scene(SHAPE, SEED, voxel_size=VOXEL_NM)
     raw_tif, gt_tif = root / "synthetic.tif", root / "synthetic.labels.tif"
     with progress(not quiet) as p:
         cb = stage_callback(p)
         synth.write_tiff(scene, raw_tif, gt_tif, progress=lambda d, t: cb("synth", d, t))
-        say("[bold]2/6[/] session + ingest into OME-Zarr")
+        say("[bold]2/7[/] session + ingest into OME-Zarr")
         s = init_session(session_dir)
         vol = catalog.ingest(s, raw_tif, name="synthetic", voxel_size=VOXEL_NM, progress=cb)["name"]
     gt = tifffile.imread(gt_tif)
     classes = list(synth.CLASS_NAMES)
 
-    say("[bold]3/6[/] round 1: held-out regions drawn at random and frozen, crops from the ground truth")
+    say("[bold]3/7[/] round 1 (envelope): held-out regions drawn at random and frozen, crops from the ground truth")
     # Every step goes through the same actions a curator's keys and commands call, so the demo
     # session's intervention log reads like a curator's.
     ctx = Context(via="demo", author="demo")
-    rnd = invoke(s, "new_round", {}, ctx)
+    rnd = invoke(s, "new_round", {"target": None}, ctx)
     regions = invoke(s, "draw_holdout", {"count": N_HOLDOUT, "size": HOLDOUT, "seed": SEED, "volume": vol},
                      ctx)["regions"]
     for r in regions:
@@ -97,24 +115,36 @@ def run_demo(root: Path, iterations: int | None = None, quiet: bool = False) -> 
         invoke(s, "label_holdout", {"region": r["id"], "labels_path": path, "classes": classes}, ctx)
     rng = np.random.default_rng(SEED)
     avoid = [Box(unfmt(r["offset"]), unfmt(r["shape"])) for r in regions]
-    for i, box in enumerate(_choose_crops(gt, avoid, rng)):
-        path = root / f"crop-{i + 1}.tif"
-        tifffile.imwrite(path, gt[box.slices] + 1)
-        invoke(s, "add_crop", {"labels_path": path, "offset": box.offset, "volume": vol, "classes": classes}, ctx)
-    journal.add_note(s, f"added 4 crops of {CROP}: two on mitochondria, two on the nuclear envelope",
-                     "the envelope is dark like mitochondria; label it as a negative early", "demo", rnd["n"])
-
     d = Dispatcher(s)
     train_kw = {**TRAIN, "iterations": iterations or TRAIN["iterations"]}
-    for step, name, raw in (
-        ("4/6", "train", {"target": TARGET, **train_kw}),
-        ("5/6", "predict", {}),
-        ("6/6", "evaluate", {}),
-    ):
-        say(f"[bold]{step}[/] {name} (local job; Ctrl-C detaches, the job keeps running)")
-        job = follow(d, invoke(s, name, raw, ctx), quiet=quiet)
-        if job["state"] != "COMPLETED":
-            raise FibError(f"demo: {job['id']} {job['state']}: {job['reason']} (see {s.path(job['dir'], 'stderr.log')})")
+    step = 3
+    for k, target in enumerate(TARGETS):
+        if k:
+            rnd = invoke(s, "new_round", {"target": target}, ctx)
+            say(f"[bold]{step}/7[/] round {rnd['n']} ({target}): crops on pores")
+        boxes = _choose_crops(gt, avoid, rng, CROPS[target][1], CROPS[target][0])
+        avoid += boxes
+        for box in boxes:
+            path = root / f"crop-{len(list(root.glob('crop-*.tif'))) + 1}.tif"
+            tifffile.imwrite(path, gt[box.slices] + 1)
+            invoke(s, "add_crop", {"labels_path": path, "offset": box.offset, "volume": vol, "classes": classes},
+                   ctx)
+        if k == 0:
+            journal.add_note(s, f"added 4 crops of {CROP}: three on the nuclear envelope, one on a mitochondrion",
+                             "mitochondria are dark like the envelope; label one as a negative early", "demo",
+                             rnd["n"])
+        step += 1
+        for name, raw in (("train", {"target": target, **train_kw}), ("predict", {}), ("evaluate", {})):
+            say(f"[bold]{step}/7[/] round {rnd['n']} ({target}): {name} (local job; Ctrl-C detaches, the job keeps running)")
+            job = follow(d, invoke(s, name, raw, ctx), quiet=quiet)
+            if job["state"] != "COMPLETED":
+                raise FibError(f"demo: {job['id']} {job['state']}: {job['reason']} "
+                               f"(see {s.path(job['dir'], 'stderr.log')})")
+        step += 1
+    say("[bold]7/7[/] measure: pores per nucleus on the predicted envelope")
+    job = follow(d, invoke(s, "measure", {"pores": "pore", "envelope": "envelope"}, ctx), quiet=quiet)
+    if job["state"] != "COMPLETED":
+        raise FibError(f"demo: {job['id']} {job['state']}: {job['reason']} (see {s.path(job['dir'], 'stderr.log')})")
     journal.add_message(s, "scientist", "Are the false negatives on the right-hand side from the shading? "
                         "Please check the held-out regions there.", kind="question", round_n=rnd["n"])
     return s

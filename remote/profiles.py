@@ -208,5 +208,42 @@ def config_role(config: str | os.PathLike | None = None) -> str:
     return "curator"
 
 
-__all__ = ["ClusterProfile", "all_profiles", "config_paths", "config_role", "executor_names", "load_profile",
-           "load_profiles"]
+def load_costs(config: str | os.PathLike | None = None) -> dict:
+    """The `[costs]` table of the nearest config that has one: prices per GPU-hour by infrastructure.
+
+    ```toml
+    [costs]                 # price of one GPU-hour, per kind of infrastructure
+    currency = "EUR"
+    cloud = 2.90            # on-demand cloud GPU
+    shared-cluster = 0.45   # the institute's shared cluster (its internal rate)
+    dedicated = 1.10        # a small dedicated GPU server, amortised over its life
+    ```
+    Returns {"currency": str, "prices": {name: float}, "source": path or None}; no table: no prices."""
+    for path in _files(config):
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except tomllib.TOMLDecodeError as e:
+            raise FibError(f"{path} is not valid TOML ({e})") from None
+        costs = data.get("costs")
+        if costs is None:
+            continue
+        if not isinstance(costs, dict):
+            raise FibError(f"{path}: `costs` must be a table ([costs] with name = price per GPU-hour)")
+        currency = costs.get("currency", "")
+        if not isinstance(currency, str):
+            raise FibError(f"{path}: costs.currency = {currency!r}; use a name such as \"EUR\"")
+        prices = {}
+        for name, v in costs.items():
+            if name == "currency":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise FibError(f"{path}: costs.{name} = {v!r}; give a price per GPU-hour (a number >= 0)")
+            prices[name] = float(v)
+        return {"currency": currency, "prices": prices, "source": str(path)}
+    return {"currency": "", "prices": {}, "source": None}
+
+
+__all__ = ["ClusterProfile", "all_profiles", "config_paths", "config_role", "executor_names", "load_costs",
+           "load_profile", "load_profiles"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from sessions.jobfiles import RESULT, SPEC, append_event, atomic_write_json, read_json
 
 HEARTBEAT_S = 10.0
-KINDS = ("train", "predict", "evaluate")
+KINDS = ("train", "predict", "evaluate", "measure")
 
 
 def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out_dir / RESULT, result)
         append_event(out_dir, "finished", status="failed")
         return 1
-    from remote import evaluate, predict, train
+    from remote import evaluate, objects, predict, train
 
     append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind,
                  gpus=visible_gpus(spec), **({"task": task} if task is not None else {}),
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         elif finalize:
             result = predict.finalize(spec, job_dir)
         else:
-            result = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run}[kind](spec, job_dir)
+            result = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run,
+                      "measure": objects.run}[kind](spec, job_dir)
     except train.Interrupted as e:
         print(str(e), file=sys.stderr)
         return 143  # no result.json: the scheduler requeues, the next run resumes

@@ -89,14 +89,32 @@ def crop_boxes(session: Session, volume: str) -> list[tuple[int, Box]]:
 
 def add_crop(session: Session, round_n: int, volume: str, labels_path, offset, classes: list[str] | None = None,
              source: str | None = None) -> dict:
-    arr = read_labels(labels_path)
-    box = _volume_box(session, volume, offset, arr.shape, f"crop {labels_path}")
+    return add_crop_array(session, round_n, volume, read_labels(labels_path), offset, classes,
+                          source=source or str(labels_path), what=str(labels_path))
+
+
+def check_crop_array(session: Session, volume: str, arr: np.ndarray, offset, classes: list[str] | None = None,
+                     *, what: str = "painted crop") -> tuple[Box, list[str]]:
+    """Every check `add_crop` makes, nothing written: (box, class names)."""
+    box = _volume_box(session, volume, offset, arr.shape, f"crop {what}")
     for hid, hbox in holdout_boxes(session, volume):
         if box.overlaps(hbox):
             raise FibError(f"crop {box} overlaps held-out region {hid} {hbox}; training labels must stay "
                            "out of the evaluation regions — move the crop")
     names = session_classes(session, classes)
-    _check_labels(arr, names, str(labels_path))
+    _check_labels(arr, names, what)
+    return box, names
+
+
+def _box(row: dict) -> Box:
+    return Box(unfmt(row["offset"]), unfmt(row["shape"]))
+
+
+def add_crop_array(session: Session, round_n: int, volume: str, arr: np.ndarray, offset,
+                   classes: list[str] | None = None, *, source: str, what: str = "painted crop") -> dict:
+    """`add_crop` for labels already in memory (the viewer's painted crops): the same checks, in the same order."""
+    arr = np.asarray(arr, np.uint8)
+    box, names = check_crop_array(session, volume, arr, offset, classes, what=what)
     crop_id = (session.db.execute("select coalesce(max(id), 0) + 1 from crops").fetchone()[0])
     d = session.path("rounds", str(round_n), "crops")
     d.mkdir(parents=True, exist_ok=True)
@@ -104,7 +122,7 @@ def add_crop(session: Session, round_n: int, volume: str, labels_path, offset, c
     _write_array(path, arr, {"volume": volume, "offset": list(box.offset), "classes": names})
     row = {
         "id": crop_id, "round": round_n, "volume": volume, "path": session.rel(path), "offset": fmt(box.offset),
-        "shape": fmt(box.shape), "classes": json.dumps(names), "source": source or str(labels_path),
+        "shape": fmt(box.shape), "classes": json.dumps(names), "source": source,
         "sha256": hashlib.sha256(arr.tobytes()).hexdigest(), "labelled_voxels": int((arr > 0).sum()),
         "created": now(),
     }

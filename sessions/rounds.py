@@ -236,3 +236,127 @@ def eval_spec(session: Session, rnd: dict, *, threshold: float = 0.5) -> dict:
                      "labels_path": str(session.path(r["labels_path"]))} for r in regions],
         "code": code_version(),
     }
+
+
+# ---------------------------------------------------------------- the measure job (pores per µm² of envelope)
+SCAN_VOXELS = 1 << 28  # bad-input scans read level 0 up to this size, a coarser level beyond
+
+
+def latest_prediction(session: Session, target: str) -> tuple[dict, dict, dict]:
+    """(predict job, its spec, its training's spec) of the latest completed prediction of `target`."""
+    for job in session.db["jobs"].rows_where("kind = 'predict' and state = 'COMPLETED'", order_by="rowid desc"):
+        spec = jobs.spec(session, job) or {}
+        tpath = session.path("jobs", spec.get("train_job", "-"), "spec.json")
+        tspec = json.loads(tpath.read_text()) if tpath.is_file() else {}
+        if tspec.get("target_name") == target:
+            return job, spec, tspec
+    trained = any((jobs.spec(session, j) or {}).get("target_name") == target
+                  for j in session.db["jobs"].rows_where("kind = 'train' and state = 'COMPLETED'"))
+    if trained:
+        raise FibError(f"target {target!r} has a trained model but no completed prediction; run `fibtui round predict`")
+    raise FibError(f"target {target!r} was never trained in this session; train a round with --target {target} "
+                   "(or pass labels instead)")
+
+
+def _label_values(session: Session, path, names: list[str]) -> list[int]:
+    """Label values of `names` in a labels file: its generator truth.json's numbering when one lies
+    beside it (`X.labels.tif` → `X.truth.json`), else the session's (class k → k + 1)."""
+    from pathlib import Path
+
+    p = Path(path)
+    stem = p.name.split(".")[0]
+    truth = p.with_name(stem + ".truth.json")
+    if truth.is_file():
+        classes = json.loads(truth.read_text()).get("classes", {})
+        if all(n in classes for n in names):
+            return [int(classes[n]) for n in names]
+    return [check_target(session, n) for n in names]
+
+
+def _any_voxel(arr, test, what: str) -> bool:
+    step = max(1, int(SCAN_VOXELS // max(1, arr.shape[1] * arr.shape[2])))
+    import numpy as np
+
+    for z in range(0, arr.shape[0], step):
+        if np.any(test(np.asarray(arr[z:z + step]))):
+            return True
+    return False
+
+
+def _open_labels(session: Session, path, what: str, vol: dict):
+    from sessions.measure import open_volume
+
+    try:
+        arr = open_volume(str(path))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one line
+        raise FibError(f"{what} {path}: cannot be read as a label volume ({type(e).__name__}); give a TIFF or zarr") from None
+    if tuple(arr.shape) != tuple(vol["shape"]):
+        raise FibError(f"{what} {path}: shape {tuple(arr.shape)} differs from volume {vol['name']!r} "
+                       f"{tuple(vol['shape'])}; give labels of the whole volume")
+    return arr
+
+
+def _prediction(session: Session, target: str, threshold: float, vol: dict | None):
+    from sessions.measure import open_volume
+    from sessions.volumes import omezarr
+
+    job, spec, tspec = latest_prediction(session, target)
+    path = str(jobs.job_dir(session, job) / (jobs.result(session, job) or {}).get("output", "prediction.ome.zarr"))
+    ms = omezarr.open_multiscale(path)
+    lvl = next((a for a in ms.levels if a.size <= SCAN_VOXELS), ms.levels[-1])
+    thr = int(round(threshold * 255)) if lvl is ms.levels[0] else max(1, int(round(threshold * 255)) // 4)
+    if not _any_voxel(lvl, lambda b: b >= thr, target):
+        raise FibError(f"the prediction of {target!r} ({job['id']}) is empty at threshold {threshold:g}: train "
+                       "more rounds on it, or lower --threshold")
+    info = {"path": path, "shape": list(open_volume(path).shape), "voxel_size": list(spec["volume"]["voxel_size"]),
+            "provenance": {"target": target, "predict_job": job["id"], "train_job": spec.get("train_job"),
+                           "round": job["round"], "init_job": tspec.get("init_job"),
+                           "crops": [c["id"] for c in tspec.get("crops", [])]}}
+    return info
+
+
+def measure_spec(session: Session, *, pores: str | None = None, pores_labels=None, envelope: str | None = None,
+                 envelope_labels=None, threshold: float = 0.5, high: float | None = None, block=None,
+                 min_pore_voxels: int | None = None, volume: str | None = None) -> dict:
+    """The spec of a measure job: pores (a target's latest prediction, or labels) on the envelope
+    (likewise); every check before anything is written."""
+    if pores_labels is None and pores is None:
+        pores = "pore"
+    if envelope_labels is None and envelope is None:
+        envelope = "envelope"
+    if not 0 < threshold < 1:
+        raise FibError(f"--threshold {threshold}: must be between 0 and 1")
+    vol = catalog.get_volume(session, volume or catalog.default_volume(session))
+    parts, prov, shapes = {}, {}, []
+    pore_pred = None
+    if pores_labels is None:
+        pore_pred = _prediction(session, pores, threshold, vol)
+    for role, target, lab in (("pores", pores, pores_labels), ("envelope", envelope, envelope_labels)):
+        if lab is not None:
+            names = ["pore"] if role == "pores" else ["envelope", "pore"]
+            arr = _open_labels(session, lab, f"--{role}-labels", vol)
+            values = _label_values(session, lab, names)
+            if role == "envelope" and not _any_voxel(arr, lambda b: __import__("numpy").isin(b, values), lab):
+                raise FibError(f"--envelope-labels {lab}: no envelope voxels (values {values}), so no nucleus to "
+                               "measure; give labels with the nuclear envelope")
+            parts[role] = {"paths": [str(lab)], "kind": "labels", "classes": values}
+            prov[role] = {"labels": str(lab), "values": values}
+            shapes.append((f"--{role}-labels {lab}", tuple(arr.shape), tuple(vol["voxel_size"])))
+        else:
+            pr = pore_pred if role == "pores" else _prediction(session, target, threshold, vol)
+            paths = [pr["path"]] + ([pore_pred["path"]] if role == "envelope" and pore_pred else [])
+            parts[role] = {"paths": paths, "kind": "prob", "threshold": threshold}
+            prov[role] = pr["provenance"]
+            shapes.append((f"the prediction of {target!r}", tuple(pr["shape"]), tuple(pr["voxel_size"])))
+    (n0, s0, v0), (n1, s1, v1) = shapes
+    if s0 != s1 or [float(v) for v in v0] != [float(v) for v in v1]:
+        raise FibError(f"{n0} ({s0} @ {v0} nm) and {n1} ({s1} @ {v1} nm) differ in shape or voxel size; "
+                       "measure pores and envelope of the same volume")
+    vs = [float(v) for v in v0]
+    pore_vox = min_pore_voxels if min_pore_voxels is not None else (
+        1 if pores_labels is not None else max(1, int(0.1 * 3.1416 * 55.0 ** 2 * 46.0 / float(__import__("numpy").prod(vs)))))
+    parts["pores"]["min_voxels"] = int(pore_vox)
+    if high is not None:
+        parts["pores"]["high"] = float(high)
+    return {"voxel_size": vs, "shape": list(s0), "block": list(block or (64, 256, 256)), **parts,
+            "provenance": prov, "code": code_version()}

@@ -370,14 +370,18 @@ def _place_pores(rng, idx, radii, rot, centre, islands, density, area_um2) -> li
 # --- scene construction --------------------------------------------------------------
 
 
-def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shading=0.3) -> Scene:
+def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shading=0.3,
+               nucleus_densities=None) -> Scene:
     """Draw a cell from the seed.
 
     Only the physical extent and the seed drive the draws, so the same seed
     gives the same cell at any sampling.  `pore_density` is the mean over the
-    whole envelope, islands included (they raise the local density elsewhere).
+    whole envelope, islands included (they raise the local density elsewhere);
+    `nucleus_densities` (optional, pores/µm² for nuclei 0, 1, ...) overrides it per nucleus,
+    so two nuclei of different known densities can be told apart (the other draws are unchanged).
     """
     shape, seed, vs, pore_density, shading = _validate(shape, seed, voxel_size, pore_density, shading)
+    per_nucleus = [_validate(shape, seed, vs, d, shading)[3] for d in (nucleus_densities or ())]
     ext = np.asarray(shape, float) * np.asarray(vs)  # nm
     lo, hi = np.zeros(3), ext
     mid = (lo + hi) / 2
@@ -419,7 +423,8 @@ def make_scene(shape, seed, voxel_size=(8.0, 8.0, 8.0), pore_density=6.5, shadin
         mid_r = radii - envelope / 2
         total, inside = _area_quadrature(mid_r, rot, centre, shape, vs)
         prng = np.random.default_rng([seed, _TAG, 2, i])
-        pores += _place_pores(prng, i, mid_r, rot, centre, islands, pore_density, total)
+        dens = per_nucleus[i] if i < len(per_nucleus) else pore_density
+        pores += _place_pores(prng, i, mid_r, rot, centre, islands, dens, total)
         nuclei.append(
             Nucleus(
                 tuple(float(c) for c in centre),

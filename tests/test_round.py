@@ -64,6 +64,9 @@ def test_full_round_learns_and_is_recorded(labelled):
     assert [j["state"] for j in rnd["jobs"]] == ["COMPLETED"] * 3
     assert rnd["metrics"]["iou"] > 0.5, rnd["metrics"]  # dark spheres on grey: learnable in 40 iterations
     assert 0 <= rnd["metrics"]["f1"] <= 1 and rnd["metrics"]["objects_true_heldout"] >= 1
+    m = rnd["metrics"]  # object-level scores beside the voxel scores
+    assert {"object_precision", "object_recall", "object_f1", "count_error", "objects_matched_heldout"} <= set(m)
+    assert m["object_f1"] > 0.5, m  # the dark spheres are found as objects too
     # every artefact tied to its inputs
     job_dir = s / "jobs" / "r1-train-1"
     spec = json.loads((job_dir / "spec.json").read_text())

@@ -336,3 +336,17 @@ def test_actions_import_without_textual():
     out = subprocess.run([sys.executable, "-c", "import sys, fibtui.actions, fibtui.cli; "
                           "print('textual' in sys.modules)"], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_executor_choices_come_from_the_config_with_their_reachability(labelled, monkeypatch):
+    (labelled / "fibtui.toml").write_text('[profiles.gpu]\npartition = "gpu"\n\n'
+                                          '[profiles.box]\nssh_host = "no-such-host-fibtui"\n')
+    monkeypatch.chdir(labelled)
+    app = FibApp(labelled / "s", refresh_s=5)
+    async with app.run_test(size=(120, 50)) as pilot:
+        form = await open_form(pilot, "t")
+        hint = form.query_one("#hint-executor", Static)
+        assert "local, slurm, slurm:gpu, ssh:box" in str(hint.content)
+        await wait_for(pilot, lambda: "local: ✓ this machine" in str(hint.content), 60, "doctor's checks")
+        fill(form, executor="ssh:box")
+        await wait_for(pilot, lambda: "ssh:box: ✗" in str(hint.content), 10, "the ssh profile's check")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-from fibtui.cli import data, journal, rounds, tools  # noqa: E402,F401  (registers the commands)
+from fibtui.cli import annotate, data, journal, measure, model, record, rounds, tools  # noqa: E402,F401  (registers the commands)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,14 +41,18 @@ def doctor(session_dir, config, as_json) -> None:
 @json_option
 def demo(demo_dir: Path, no_tui: bool, iterations: int | None, as_json: bool) -> None:
     """Make a synthetic volume and run one full round locally, then open the TUI."""
-    from fibtui.demo import run_demo
+    from fibtui.demo import answer_lines, run_demo
+    from sessions import measure
     from sessions.summary import summarize
 
     s = run_demo(demo_dir, iterations=iterations, quiet=as_json)
     if as_json:
-        emit_json(summarize(s))
+        emit_json({**summarize(s), "answer": measure.latest(s)})
         return
     print_status(s)
+    console.print("\n[bold]the answer[/] (pores per µm² of nuclear envelope, beside the generator's truth):")
+    for line in answer_lines(s):
+        console.print("  " + line, highlight=False)
     console.print(f"\ndemo session: [bold]{s.root}[/]\n  fibtui status --session {s.root}\n"
                   f"  fibtui tui --session {s.root}")
     if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():

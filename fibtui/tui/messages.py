@@ -68,3 +68,44 @@ class FrameReady(Message):
 
     strips: list[Strip]
     error: str | None = None
+
+
+@dataclass
+class BaseFrameReady(Message):
+    """The viewer's image of `view` before the curator's overlays (RGB, 2·rows × cols)."""
+
+    rgb: object          # np.ndarray
+    view: object         # fibtui.tui.viewer.frame.View
+    error: str | None = None
+
+
+@dataclass
+class PendingWork(Message):
+    """What the viewer needs besides the volume: an autosaved annotation to offer back, the round."""
+
+    annotation: object   # sessions.annotations.Annotation | None
+    round_n: int | None
+    target: str | None
+    heldout: list        # [(id, Box)]
+    crops: list          # [(id, Box)]
+    reopened: bool = False
+
+
+@dataclass
+class ObjectsReady(Message):
+    """Connected components of the prediction in the proofreading region."""
+
+    objects: list
+    labels: object       # np.ndarray of object ids, or None
+    offset: tuple
+    error: str | None = None
+
+
+@dataclass
+class ViewerDone(Message):
+    """A viewer job (commit, preview) finished; `error` when it was refused."""
+
+    text: str
+    error: bool = False
+    kind: str = ""
+    payload: object = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.dispatch import Dispatcher
-from sessions import interventions, jobs, journal, metrics
+from sessions import interventions, jobs, journal, measure, metrics
 from sessions.jobfiles import STDERR, tail
 from sessions.rounds import start_of
 from sessions.summary import latest_metrics
@@ -38,6 +38,7 @@ class Snapshot:
     log_job: str | None = None         # job whose stderr tail is in `log_text`
     log_text: str = ""
     warning: str | None = None         # e.g. the executor could not be queried; tables may be stale
+    answer: dict | None = None         # the latest measurement (sessions.measure.latest): pores per µm² per nucleus
 
 
 def refresh(root: Path, selected_job: str | None, executors: dict | None = None, poll: bool = True) -> Snapshot:
@@ -105,6 +106,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
         messages=journal.messages(session, limit=LISTED), unanswered=journal.unanswered_count(session),
         log=interventions.log(session, limit=LISTED), latest_prediction=pred["id"] if pred else None,
         log_job=log_job["id"] if log_job else None, log_text=log, warning=warning,
+        answer=measure.latest(session),
     )
 
 

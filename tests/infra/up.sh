@@ -25,7 +25,7 @@ SSH_ALIAS=fibtui-test
 GRACE_S=${FIBTUI_SLURM_GRACE:-10}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client)
+PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client chromium)  # chromium: the report's browser test
 T0=${EPOCHREALTIME/[.,]/}
 
 log() { local t=${EPOCHREALTIME/[.,]/}; printf '[up %4d ms] %s\n' $(((t - T0) / 1000)) "$*"; }

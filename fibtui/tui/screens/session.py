@@ -34,6 +34,7 @@ from fibtui.tui.messages import ActionDone, FormReady, LogTail, RefreshFailed, S
 from fibtui.tui.screens.action_form import ActionForm, form_data
 from fibtui.tui.screens.dialogs import Field, FormScreen
 from fibtui.tui.snapshot import Snapshot
+from fibtui.tui.widgets.answer import AnswerPanel
 from fibtui.tui.widgets.plots import LossPlot, ScorePlot
 from fibtui.tui.widgets.preview import PredictionPreview
 from remote.dispatch import Backoff
@@ -45,14 +46,14 @@ STATE_STYLE = {"COMPLETED": "green", "RUNNING": "yellow", "PENDING": "cyan", "CA
 SHORT_STATE = {"COMPLETED": "done", "RUNNING": "running", "PENDING": "queued", "CANCELLED": "cancelled"}
 ROUND_COLUMNS = ("#", "target", "from", "crops", "train", "pred", "eval")
 JOB_COLUMNS = ("job", "state", "progress", "message", "reason", "GPU-h", "kind", "executor")
-PANELS = ("log", "thread", "interventions", "loss", "scores")
+PANELS = ("log", "thread", "interventions", "loss", "answer", "scores")
 PANEL_TITLES = {"log": "Log", "thread": "Thread", "interventions": "Interventions", "loss": "Loss",
-                "scores": "Held-out scores"}
+                "scores": "Held-out scores", "answer": "Answer"}
 WIDE = (160, 45)  # from this terminal size on, every panel is shown at once
 
 # the round actions, in the order of the help screen; the key and the palette title come from fibtui.actions
 ROUND_ACTIONS = ("new_round", "add_crop", "draw_holdout", "label_holdout", "train", "predict", "evaluate", "resume",
-                 "cancel_round", "cancel_job")
+                 "cancel_round", "cancel_job", "measure")
 IN_FOOTER = ("train", "predict", "evaluate")
 
 
@@ -242,6 +243,7 @@ class SessionScreen(Screen):
             yield OptionList(id="interventions", classes="panel")
             yield LossPlot(id="loss", classes="panel")
             yield ScorePlot(id="scores", classes="panel")
+            yield AnswerPanel(id="answer", classes="panel")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -323,20 +325,26 @@ class SessionScreen(Screen):
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         old, snap = self.snap, message.snapshot
         self.snap = snap
-        sync_table(self.query_one("#rounds", DataTable), [(str(r["n"]), round_cells(r)) for r in snap.rounds])
-        sync_table(self.query_one("#jobs", DataTable), [(j["id"], job_cells(j)) for j in snap.jobs])
+        # unchanged parts are not rebuilt: a refresh of an idle session costs the UI thread next to nothing
+        if old is None or old.rounds != snap.rounds:
+            sync_table(self.query_one("#rounds", DataTable), [(str(r["n"]), round_cells(r)) for r in snap.rounds])
+        if old is None or old.jobs != snap.jobs:
+            sync_table(self.query_one("#jobs", DataTable), [(j["id"], job_cells(j)) for j in snap.jobs])
         evaluation = self.query_one("#evaluation", Static)
         evaluation.update(evaluation_text(snap.evaluation, snap.warnings))
         evaluation.border_title = f"Evaluation · {snap.evaluation['job']}" if snap.evaluation else "Evaluation"
         self.query_one("#loss", LossPlot).show(snap.curves, snap.curve_title)
         self.query_one("#scores", ScorePlot).show(snap.scores, snap.warnings)
-        sync_options(self.query_one("#thread", OptionList),
-                     [(f"m{m['id']}", message_prompt(m)) for m in snap.messages])
+        self.query_one("#answer", AnswerPanel).show(snap.answer)
+        if old is None or old.messages != snap.messages:
+            sync_options(self.query_one("#thread", OptionList),
+                         [(f"m{m['id']}", message_prompt(m)) for m in snap.messages])
         self.query_one("#thread").border_title = (
             f"Thread · {snap.unanswered} unanswered question{'s' * (snap.unanswered != 1)}"
             if snap.unanswered else "Thread")
-        sync_options(self.query_one("#interventions", OptionList),
-                     [(f"{e['type']}{e['id']}", log_prompt(e)) for e in snap.log])
+        if old is None or old.log != snap.log:
+            sync_options(self.query_one("#interventions", OptionList),
+                         [(f"{e['type']}{e['id']}", log_prompt(e)) for e in snap.log])
         if snap.log_job and snap.log_job == (self.selected_job or snap.log_job):
             self.show_log(self.job(snap.log_job), snap.log_text)
         if old is None or old.latest_prediction != snap.latest_prediction:

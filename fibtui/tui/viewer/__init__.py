@@ -1,0 +1,1 @@
+"""The slice viewer's parts: what a frame shows (frame), what the curator draws on it (overlay)."""
