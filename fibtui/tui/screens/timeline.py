@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from fibtui.tui.screens.session import local_time
+from fibtui.tui.widgets.rows import local_time
 from sessions import timeline
 from sessions.workspace import open_session
 

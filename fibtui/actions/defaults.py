@@ -1,0 +1,93 @@
+"""Defaults and choices read from the session: what a form is prefilled with and what it offers."""
+
+from __future__ import annotations
+
+from fibtui.actions.base import Param, integer, text
+from sessions import jobs, labels, rounds
+from sessions.errors import FibError
+from sessions.volumes import catalog
+from sessions.workspace import Session
+
+
+def latest_round(session: Session, ctx: dict) -> int | None:
+    r = rounds.current(session, required=False)
+    return r["n"] if r else None
+
+
+def round_target(session: Session, ctx: dict) -> str | None:
+    n = ctx.get("round_n")
+    r = rounds.get(session, n) if n else rounds.current(session, required=False)
+    return r["target"] if r else None
+
+
+def only_volume(session: Session, ctx: dict) -> str | None:
+    try:
+        return catalog.default_volume(session)
+    except FibError:
+        return None
+
+
+def default_patch(session: Session, ctx: dict):
+    vol = only_volume(session, ctx)
+    return rounds.default_patch(catalog.get_volume(session, vol)["voxel_size"]) if vol else None
+
+
+def class_names(session: Session) -> list[str]:
+    return labels.known_classes(session)
+
+
+def volume_names(session: Session) -> list[str]:
+    return [v["name"] for v in session.db["volumes"].rows_where(order_by="name")]
+
+
+def round_numbers(session: Session) -> list[str]:
+    return [str(r["n"]) for r in session.db["rounds"].rows_where(order_by="n desc")]
+
+
+def unlabelled_regions(session: Session) -> list[str]:
+    return [str(r["id"]) for r in session.db["holdout"].rows_where("labels_path is null", order_by="id")]
+
+
+def first_unlabelled_region(session: Session, ctx: dict) -> str | None:
+    return next(iter(unlabelled_regions(session)), None)
+
+
+def active_jobs(session: Session) -> list[str]:
+    return [j["id"] for j in jobs.active(session)][::-1]
+
+
+def resumable_jobs(session: Session) -> list[str]:
+    rows = session.db["jobs"].rows_where("kind = 'train' and state not in ('PENDING', 'RUNNING', 'COMPLETED')",
+                                         order_by="rowid desc")
+    return [j["id"] for j in rows if jobs.resumable(session, j) is not None]
+
+
+def first_resumable(session: Session, ctx: dict) -> str | None:
+    n = ctx.get("round_n")
+    for job_id in resumable_jobs(session):
+        if n is None or jobs.get(session, job_id)["round"] == n:
+            return job_id
+    return None
+
+
+def executors(session: Session) -> list[str]:
+    from remote.profiles import executor_names
+
+    try:
+        return executor_names()
+    except FibError:
+        return ["local", "slurm"]
+
+
+def last_threshold(session: Session, ctx: dict) -> float:
+    row = next(session.db["jobs"].rows_where("kind = 'evaluate'", order_by="rowid desc", limit=1), None)
+    return (jobs.spec(session, row) or {}).get("threshold", 0.5) if row else 0.5
+
+
+ROUND = Param("round_n", "--round", "Round", integer(1), latest_round, "round number (default: the latest)",
+              choices=round_numbers)
+EXECUTOR = Param("executor", "--executor", "Executor", text, "local",
+                 "where the job runs: local, slurm[:PROFILE] or ssh:PROFILE (profiles in fibtui.toml)",
+                 choices=executors)
+VOLUME = Param("volume", "--volume", "Volume", text, only_volume, "volume name (default: the session's only one)",
+               choices=volume_names)
