@@ -145,25 +145,31 @@ def round_scores(session: Session) -> list[dict]:
         values[(job, name)] = value
     out = []
     for round_n, job, d in latest:
+        regions, target = _regions_and_target(session, d)
         out.append({"round": round_n, "job": job, **{k: values.get((job, k)) for k in SCORES},
-                    "regions": _regions(session, d)})
+                    "regions": regions, "target": target})
     return out
 
 
-def _regions(session: Session, job_dir: str) -> list[int] | None:
+def _regions_and_target(session: Session, job_dir: str) -> tuple[list[int] | None, str | None]:
+    """The held-out region ids an evaluation used and the class it scored, from its spec.json."""
     try:
         spec = json.loads(session.path(job_dir, "spec.json").read_text())
-        return sorted(r["id"] if isinstance(r, dict) else r for r in spec["regions"])
+        regions = sorted(r["id"] if isinstance(r, dict) else r for r in spec["regions"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, None
+    return regions, spec.get("target_name")
 
 
 def regressions(scores: list[dict]) -> list[str]:
-    """One warning per round that scores lower (IoU or F1, at 3 decimals) than the scored round before it,
-    when both were evaluated on the same held-out regions; rounds on other regions are not compared."""
-    out = []
-    for prev, cur in zip(scores, scores[1:]):
-        if prev.get("regions") is None or prev.get("regions") != cur.get("regions"):
+    """One warning per round that scores lower (IoU or F1, at 3 decimals) than the scored round before it of
+    the same target class, when both were evaluated on the same held-out regions. A pore round is never
+    compared with an envelope round: one label at a time, each target has its own curve."""
+    out, last = [], {}
+    for cur in scores:
+        prev = last.get(cur.get("target"))
+        last[cur.get("target")] = cur
+        if prev is None or prev.get("regions") is None or prev.get("regions") != cur.get("regions"):
             continue
         drops = []
         for key, label in COMPARED:

@@ -83,9 +83,10 @@ def test_curve_follows_a_running_training(session):
     assert len(steps) == 10 and values[0] == pytest.approx(1000 + 9.5) and values[-1] == pytest.approx(7.0)
 
 
-def evaluation(s, round_n: int, scores: dict, regions, state: str = "COMPLETED", spec: bool = True) -> dict:
-    job = jobs.create(s, round_n, "evaluate", {"regions": [{"id": i, "offset": [0, 0, 0]} for i in regions]},
-                      "local")
+def evaluation(s, round_n: int, scores: dict, regions, state: str = "COMPLETED", spec: bool = True,
+               target: str = "mito") -> dict:
+    job = jobs.create(s, round_n, "evaluate", {"regions": [{"id": i, "offset": [0, 0, 0]} for i in regions],
+                                               "target_name": target}, "local")
     if not spec:
         jobs.job_dir(s, job).joinpath("spec.json").unlink()
     add_metrics(s, job, "iou", [0], lambda _: -1.0)   # an older value of the same metric: the newest wins
@@ -113,7 +114,7 @@ def test_round_scores_and_regressions_on_equal_region_sets(session):
         (1, "r1-evaluate-1"), (2, "r2-evaluate-2"), (3, "r3-evaluate-1"), (4, "r4-evaluate-1"),
         (5, "r5-evaluate-1"), (6, "r6-evaluate-1")]
     assert scores[1] == {"round": 2, "job": "r2-evaluate-2", "iou": 0.701, "f1": 0.824, "precision": 0.81,
-                         "recall": 0.83, "regions": [1, 2, 3]}
+                         "recall": 0.83, "regions": [1, 2, 3], "target": "mito"}
     assert scores[0]["regions"] == [1, 2, 3] and scores[3]["precision"] is None and scores[5]["regions"] is None
     assert metrics.regressions(scores) == [
         "round 3 IoU 0.612 < round 2 0.701, F1 0.759 < 0.824 on the same held-out regions",
@@ -123,6 +124,11 @@ def test_round_scores_and_regressions_on_equal_region_sets(session):
     assert metrics.regressions(only_iou) == ["round 3 IoU 0.612 < round 2 0.701 on the same held-out regions"]
     # equal at three decimals is not a regression
     assert metrics.regressions([scores[1], {**scores[2], "iou": 0.7008, "f1": 0.8241}]) == []
+    # one label at a time: a pore round is compared with the last pore round, never with an envelope round
+    pore = {**scores[2], "target": "pore"}
+    assert metrics.regressions([scores[1], pore]) == []
+    assert metrics.regressions([{**scores[1], "target": "pore"}, scores[0], pore]) == [
+        "round 3 IoU 0.612 < round 2 0.701, F1 0.759 < 0.824 on the same held-out regions"]
 
 
 def test_round_scores_empty(session):
@@ -132,5 +138,5 @@ def test_round_scores_empty(session):
     assert metrics.round_scores(session) == []
     jobs.finish(session, job, "COMPLETED")
     assert metrics.round_scores(session) == [{"round": 1, "job": job["id"], "iou": None, "f1": None,
-                                              "precision": None, "recall": None, "regions": []}]
+                                              "precision": None, "recall": None, "regions": [], "target": None}]
     assert json.loads((jobs.job_dir(session, job) / "spec.json").read_text())["regions"] == []

@@ -231,14 +231,17 @@ class ScorePlot(MetricPlot):
         plt = self._plot
         rounds = [s["round"] for s in self.scores]
         values = []
+        targets = list(dict.fromkeys(s.get("target") for s in self.scores))
         for key, marker, colour in (("iou", "●", IOU_RGB), ("f1", "◆", F1_RGB)):
             pts = [(s["round"], s[key]) for s in self.scores if s.get(key) is not None]
             if not pts:
                 continue
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             values += ys
-            if len(pts) > 1:
-                plt.plot(xs, ys, marker="hd", color=colour)
+            for target in targets:  # one line per target class: an envelope round is not followed by a pore one
+                line = [(s["round"], s[key]) for s in self.scores if s.get(key) is not None and s.get("target") == target]
+                if len(line) > 1:
+                    plt.plot([x for x, _ in line], [y for _, y in line], marker="hd", color=colour)
             plt.scatter(xs, ys, marker=marker, color=colour)
         by_round = {s["round"]: s for s in self.scores}
         for r, keys in self.marked().items():
@@ -254,6 +257,7 @@ class ScorePlot(MetricPlot):
         plt.xlim(first - margin, last + margin)
         every = max(1, math.ceil(len(rounds) * 5 / max(width - 8, 1)))  # ~5 cells per tick label
         ticks = rounds[::every]
-        plt.xticks(ticks, [f"r{r}" for r in ticks])
+        name = {s["round"]: s.get("target") or "" for s in self.scores}
+        plt.xticks(ticks, [f"r{r}" + (f" {name[r][:4]}" if len(targets) > 1 else "") for r in ticks])
         if height >= LABEL_ROWS:
             plt.xlabel("round (held-out IoU, F1)")
