@@ -7,6 +7,7 @@ harmless and a restarted TUI picks up exactly where it left off.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -84,12 +85,14 @@ def unsubmitted(session: Session, older_than_s: float) -> tuple[list[dict], list
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_s)
     rows = [r for r in session.db["jobs"].rows_where("state = 'PENDING' and external_id is null")
             if datetime.fromisoformat(r["submitted"]) < cutoff]
-    known = {r[0] for r in session.db.execute("select dir from jobs")}
-    stray = []
-    for d in sorted(session.path("jobs").iterdir()) if session.path("jobs").is_dir() else []:
-        if (d.is_dir() and session.rel(d) not in known and not (d / EVENTS).exists()
-                and datetime.fromtimestamp(d.stat().st_mtime, timezone.utc) < cutoff):
-            stray.append(d)
+    # Every refresh calls this: compare names first (one directory listing), so only a directory without
+    # a row costs a stat, however many jobs the session holds (a network filesystem makes stats dear).
+    known = {Path(r[0]).name for r in session.db.execute("select dir from jobs")}
+    root = session.path("jobs")
+    names = sorted(set(os.listdir(root)) - known) if root.is_dir() else []
+    stray = [d for d in (root / n for n in names)
+             if d.is_dir() and not (d / EVENTS).exists()
+             and datetime.fromtimestamp(d.stat().st_mtime, timezone.utc) < cutoff]
     return rows, stray
 
 

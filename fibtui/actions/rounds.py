@@ -129,27 +129,27 @@ def cancel_job(session: Session, ctx: Context, *, job: str | None) -> dict:
 
 # The questions asked before irreversible actions. Each first runs the action's own checks (nothing
 # written), so the form shows a refusal before it asks anything.
-def _confirm_cancel_round(session: Session, v: dict) -> str:
+def confirm_cancel_round(session: Session, v: dict) -> str:
     n = rounds.get(session, v["round_n"])["n"]
     running = [j["id"] for j in jobs.active(session) if j["round"] == n]
     return (f"Cancel round {n}? Its running jobs stop: {', '.join(running) or 'none'}.\n"
             "Their files and checkpoints stay; a cancelled training can be resumed.")
 
 
-def _confirm_cancel_job(session: Session, v: dict) -> str:
+def confirm_cancel_job(session: Session, v: dict) -> str:
     j = jobs.get(session, v["job"])
     if j["state"] not in jobs.ACTIVE:
         raise FibError(f"job {j['id']} is already {j['state']}; nothing to cancel")
     return f"Cancel job {j['id']} ({j['state']} on {j['executor']})?\nIts process is stopped; its files and checkpoints stay."
 
 
-def _confirm_draw(session: Session, v: dict) -> str:
+def confirm_draw(session: Session, v: dict) -> str:
     volume = v["volume"] or catalog.default_volume(session)
     labels.draw_holdout(session, volume, v["count"], v["size"], within=v["within"], seed=v["seed"], dry_run=True)
     return (f"Draw {v['count']} held-out regions of {','.join(map(str, v['size']))} at random in {volume}?\n"
             "They are frozen once drawn: no re-draw, and no crop may overlap them.")
 
 
-def _confirm_label(session: Session, v: dict) -> str:
+def confirm_label(session: Session, v: dict) -> str:
     labels.check_holdout_labels(session, v["region"], v["labels_path"], v["classes"])
     return f"Attach {v['labels_path']} to held-out region {v['region']}?\nHeld-out labels are frozen once attached."
