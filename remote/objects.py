@@ -3,9 +3,11 @@
 Memory is bounded by the block, never the volume:
 
 1. **Label pass** (one block at a time, resumable): threshold the block (or its hysteresis
-   low level), label it with cc3d (26-connected), and write beside the job, aside-then-rename,
-   `<key>.npz` holding the block's per-label statistics and its six boundary planes. The npz
-   files *are* the ledger: a restarted job skips the blocks that have one.
+   low level), label it with cc3d (26-connected), and write, aside-then-rename, `<key>.npz`
+   holding the block's per-label statistics and its six boundary planes. The npz files *are*
+   the ledger: a restarted job skips the blocks that have one. Run as a Slurm job array, each
+   task labels its slice of the blocks into its own `tasks/<i>/<pass>/` (`run_task`), and the
+   dependent step (`finalize`) checks that every block has its file before the merge.
 2. **Merge**: for each of the 13 forward neighbours of every block (faces, edges and corners,
    which 26-connectivity needs), the touching boundary planes are compared with shifts of
    −1..1 along the shared axes; equal-object pairs go to a sparse graph whose connected
@@ -15,6 +17,8 @@ Memory is bounded by the block, never the volume:
 3. Optionally the block labels are kept in a zarr (`labels.zarr`, chunk = block) with a lookup
    table (`lut.npy`: block offset + local label → global id), which is what the envelope
    area pass and the pore → nucleus assignment read.
+4. Optionally (`split`) touching pores are split apart in the label pass (`split_touching`,
+   `_split_block`: why it stays exact across blocks is said there).
 
 Why our own face merge rather than dask-image or daisy: the object table (not a label volume)
 is the product, the merge needs only the boundary planes (a few MB), and the per-block
@@ -34,14 +38,14 @@ from pathlib import Path
 import cc3d
 import numpy as np
 
-from remote.blocks import block_key, plan_blocks
+from remote.blocks import block_key, plan_blocks, task_slice
 from sessions.geometry import Box
-from sessions.measure import open_volume
+from sessions.measure import SPLIT_SPACING_NM, open_volume
 
 FORWARD = [o for o in product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]  # 13 neighbour offsets
 COLUMNS = ("id", "z", "y", "x", "z_nm", "y_nm", "x_nm", "voxels", "volume_um3", "bbox_z0", "bbox_y0", "bbox_x0",
            "bbox_z1", "bbox_y1", "bbox_x1", "mean_prob", "max_prob", "touches_border")
-
+STATS = ("voxels", "sz", "sy", "sx", "lo", "hi")  # per-label statistics of a block; with "sp", "mp" for probabilities
 
 def threshold_mask(threshold: float | None = 0.5, classes=None) -> Callable[[np.ndarray], np.ndarray]:
     """Mask of a block: a uint8 probability (p×255) at `threshold`, or label values in `classes`."""
@@ -52,48 +56,158 @@ def threshold_mask(threshold: float | None = 0.5, classes=None) -> Callable[[np.
     return lambda b: b >= thr
 
 
+def npz_path(d: Path, core: Box) -> Path:
+    """A block's ledger entry in directory `d`."""
+    return Path(d) / f"{block_key(core)}.npz"
+
+
 def _write_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, **arrays)
+    tmp = path.with_name(f".{path.name}.partial")  # not *.npz: a half-written file is never counted as done
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     os.replace(tmp, path)
 
 
-def label_block(source, core: Box, mask_fn, prob: bool, out_dir: Path, labels_store=None) -> None:
-    """Pass 1 for one block: its statistics and boundary planes in `<key>.npz` (the ledger entry)."""
-    data = np.asarray(source[core.slices])
-    mask = mask_fn(data)
+def _stats(lab: np.ndarray, n: int, data: np.ndarray, offset, prob: bool) -> dict:
+    """Per-label statistics (labels 1..n) of `lab`, whose first voxel is volume voxel `offset`: the sums the
+    merge reduces exactly (voxels, coordinate sums, bounding box; probability sum and maximum)."""
+    stats = cc3d.statistics(lab)
+    cnt = np.asarray(stats["voxel_counts"][1:n + 1], np.int64)
+    cen = np.asarray(stats["centroids"][1:n + 1], np.float64).reshape(-1, 3)
+    off = np.asarray(offset, np.int64)
+    out = {"voxels": cnt}
+    for k, name in enumerate(("sz", "sy", "sx")):  # coordinate sums: centroid × voxels, in volume voxels
+        out[name] = (cen[:, k] + off[k]) * cnt
+    bb = stats["bounding_boxes"][1:n + 1]
+    out["lo"] = np.array([[s.start for s in b] for b in bb], np.int64).reshape(-1, 3) + off
+    out["hi"] = np.array([[s.stop for s in b] for b in bb], np.int64).reshape(-1, 3) + off
+    if prob:
+        flat = lab.ravel()
+        fg = flat > 0
+        lf = flat[fg]
+        v = data.ravel()[fg].astype(np.float64)
+        out["sp"] = np.bincount(lf, weights=v, minlength=n + 1)[1:n + 1]
+        mx = np.zeros(n + 1, np.float64)
+        np.maximum.at(mx, lf, v)
+        out["mp"] = mx[1:n + 1]
+    return out
+
+
+def _spaced(peaks: np.ndarray, dist: np.ndarray, vs: np.ndarray, spacing_nm: float) -> np.ndarray:
+    """The highest peaks, each kept only when no higher kept peak lies closer than `spacing_nm` (greedy, in nm)."""
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-dist[tuple(peaks.T)], kind="stable")
+    peaks = peaks[order]
+    pts = peaks * vs
+    tree = cKDTree(pts)
+    gone = np.zeros(len(pts), bool)
+    keep = []
+    for i in range(len(pts)):
+        if not gone[i]:
+            keep.append(i)
+            gone[tree.query_ball_point(pts[i], spacing_nm * (1 - 1e-9))] = True
+    return peaks[keep]
+
+
+def split_touching(mask: np.ndarray, voxel_size, spacing_nm: float = SPLIT_SPACING_NM) -> tuple[np.ndarray, int]:
+    """(labels 1..k, k) of one object `mask`, split by a distance-transform watershed into k pieces.
+
+    The distance to the background is taken in nm (`sampling` = the voxel size, so anisotropic
+    voxels are handled); its local maxima (`peak_local_max`, 3³ neighbourhood, inside the mask)
+    are thinned to peaks at least `spacing_nm` apart in nm rather than by peak_local_max's
+    `min_distance`, which counts voxels alike along every axis (120 nm would be 15 voxels along
+    z and 30 along x at 8×4×4 nm). One peak: the object is whole (k = 1). Otherwise the
+    watershed of −distance from the peaks, restricted to the mask with 26-connectivity (so no
+    voxel of a 26-connected object is left unreached), cuts it at its necks. The background
+    outside `mask`'s array counts as background: a pure function of the object."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    vs = np.asarray(voxel_size, float)
+    dist = distance_transform_edt(np.pad(mask, 1), sampling=vs)[1:-1, 1:-1, 1:-1]
+    peaks = peak_local_max(dist, footprint=np.ones((3, 3, 3), bool), labels=mask.astype(np.int32),
+                           exclude_border=False)
+    peaks = _spaced(peaks, dist, vs, spacing_nm) if len(peaks) else peaks
+    if len(peaks) < 2:
+        return mask.astype(np.int32), 1
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask, connectivity=3).astype(np.int32), len(peaks)
+
+
+def _split_block(source, core: Box, mask_fn, prob: bool, voxel_size, split: dict) -> tuple[np.ndarray, np.ndarray,
+                                                                                           list[dict]]:
+    """(the core's data, its mask less the small objects, the statistics of the small objects this block owns,
+    split into pieces).
+
+    Why this stays exact across blocks: the face merge joins labels that *touch* across a face,
+    and the pieces of a split object touch each other, so a split whose cut crosses a face
+    would be merged back (or, split differently on the two sides, merged wrongly). So split
+    objects never reach the face merge. Each block reads its core with a halo H (max_extent_nm
+    per axis) and labels that; an object touching the core is *small* when its bounding box is
+    at most H along every axis. A small object lies wholly in the halo-padded region of every
+    block whose core it touches, and each of them sees it whole and decides "small" alike
+    (a cut-off object touching the core reaches the halo's outer face, H beyond the core, so
+    spans more than H). Its owner, the block holding its first voxel (raster order), splits it
+    on its own bounding box (`split_touching`: a function of the object alone, the same in
+    every block) and records the pieces with their whole statistics; the other blocks drop it,
+    and no block puts it in its boundary planes. Objects larger than H are not split and merge
+    across faces as before. Counts and tables therefore do not depend on the block shape."""
+    vs = np.asarray(voxel_size, float)
+    shape = tuple(int(s) for s in source.shape)
+    halo = [int(np.ceil(split["max_extent_nm"] / v)) for v in vs]
+    lo = [max(0, o - h) for o, h in zip(core.offset, halo)]
+    hi = [min(s, e + h) for s, e, h in zip(shape, core.stop, halo)]
+    data = np.asarray(source[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    lab, n = cc3d.connected_components(mask_fn(data), connectivity=26, return_N=True, out_dtype=np.uint32)
+    inner = tuple(slice(o - a, e - a) for o, e, a in zip(core.offset, core.stop, lo))
+    core_data, core_lab = data[inner], lab[inner]
+    mask = core_lab > 0
+    ids = np.unique(core_lab[mask])
+    if not len(ids):
+        return core_data, mask, []
+    boxes = cc3d.statistics(lab)["bounding_boxes"]
+    small, pieces = [], []
+    for i in ids.tolist():
+        bb = boxes[i]
+        if any(s.stop - s.start > h for s, h in zip(bb, halo)):
+            continue  # large: whole, through the face merge
+        small.append(i)
+        obj = lab[bb] == i
+        first = [a + s.start + int(f) for a, s, f in zip(lo, bb, np.unravel_index(int(np.argmax(obj)), obj.shape))]
+        if not all(o <= f < e for o, f, e in zip(core.offset, first, core.stop)):
+            continue  # another block owns it (and sees it whole)
+        pl, k = split_touching(obj, vs, split["spacing_nm"])
+        pieces.append(_stats(pl, k, data[bb], [a + s.start for a, s in zip(lo, bb)], prob))
+    mask &= ~np.isin(core_lab, small)
+    return core_data, mask, pieces
+
+
+def label_block(source, core: Box, mask_fn, prob: bool, npz: Path, labels_store=None, split: dict | None = None,
+                voxel_size=None) -> None:
+    """Pass 1 for one block: its statistics and boundary planes in `npz` (the ledger entry)."""
+    if split:
+        data, mask, pieces = _split_block(source, core, mask_fn, prob, voxel_size, split)
+    else:
+        data = np.asarray(source[core.slices])
+        mask, pieces = mask_fn(data), []
     lab, n = cc3d.connected_components(mask, connectivity=26, return_N=True, out_dtype=np.uint32)
     if labels_store is not None:
         labels_store[core.slices] = lab
-    out = {"n": np.int64(n)}
-    if n:
-        stats = cc3d.statistics(lab)
-        cnt = np.asarray(stats["voxel_counts"][1:], np.int64)
-        cen = np.asarray(stats["centroids"][1:], np.float64).reshape(-1, 3)
-        out["voxels"] = cnt
-        for k, name in enumerate(("sz", "sy", "sx")):  # coordinate sums: centroid × voxels, in volume voxels
-            out[name] = (cen[:, k] + core.offset[k]) * cnt
-        bb = stats["bounding_boxes"][1:]
-        out["lo"] = np.array([[s.start for s in b] for b in bb], np.int64).reshape(-1, 3) + core.offset
-        out["hi"] = np.array([[s.stop for s in b] for b in bb], np.int64).reshape(-1, 3) + core.offset
-        if prob:
-            flat = lab.ravel()
-            fg = flat > 0
-            lf = flat[fg]
-            v = data.ravel()[fg].astype(np.float64)
-            out["sp"] = np.bincount(lf, weights=v, minlength=n + 1)[1:]
-            mx = np.zeros(n + 1, np.float64)
-            np.maximum.at(mx, lf, v)
-            out["mp"] = mx[1:]
-    else:
-        out["voxels"] = np.zeros(0, np.int64)
-    for a in range(n and 3):  # an empty block has no planes to merge: the merge skips it
+    parts = ([_stats(lab, n, data, core.offset, prob)] if n else []) + pieces
+    total = n + sum(len(p["voxels"]) for p in pieces)  # pieces follow the core's labels: n+1..total
+    out = {"n": np.int64(total), "voxels": np.zeros(0, np.int64)}
+    if parts:
+        out.update({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    for a in range(total and 3):  # an empty block has no planes to merge: the merge skips it
         idx = [slice(None)] * 3
         idx[a] = 0
         out[f"lo{a}"] = lab[tuple(idx)]
         idx[a] = -1
         out[f"hi{a}"] = lab[tuple(idx)]
-    _write_npz(out_dir / f"{block_key(core)}.npz", **out)
+    _write_npz(npz, **out)
 
 
 def _edge(faces: dict, o, side: str) -> np.ndarray:
@@ -130,24 +244,27 @@ def _pairs(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
 
 
 def merge(shape, block, out_dir: Path, voxel_size, *, min_voxels: int = 1, high: float | None = None,
-          prob: bool = True) -> tuple[dict, np.ndarray]:
+          prob: bool = True, where: Callable[[Box], Path] | None = None) -> tuple[dict, np.ndarray]:
     """Pass 2: the global object table (columns COLUMNS, numpy arrays) and the lookup table
-    (block offset + local label → object id, 0 = dropped by the filters)."""
+    (block offset + local label → object id, 0 = dropped by the filters).
+
+    `where(block)`: the block's npz (default: in `out_dir`; an array's: in the task that labelled it)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    where = where or (lambda bx: npz_path(out_dir, bx))
     blocks = plan_blocks(shape, block)
     grid = [len(range(0, s, b)) for s, b in zip(shape, block)]
     index = {tuple(c // b for c, b in zip(bx.offset, block)): bx for bx in blocks}
     counts = {}
     for bx in blocks:
-        with np.load(out_dir / f"{block_key(bx)}.npz") as z:
+        with np.load(where(bx)) as z:
             counts[bx.offset] = int(z["n"])
     offsets, total = {}, 0
     for bx in blocks:
         offsets[bx.offset] = total
         total += counts[bx.offset]
-    keys = ["voxels", "sz", "sy", "sx", "lo", "hi"] + (["sp", "mp"] if prob else [])
+    keys = list(STATS) + (["sp", "mp"] if prob else [])
     acc = {k: [] for k in keys}
     edges = []
     faces_cache: dict = {}
@@ -155,13 +272,13 @@ def merge(shape, block, out_dir: Path, voxel_size, *, min_voxels: int = 1, high:
     def faces(g):
         bx = index[g]
         if g not in faces_cache:
-            with np.load(out_dir / f"{block_key(bx)}.npz") as z:
+            with np.load(where(bx)) as z:
                 faces_cache[g] = {f"{s}{a}": z[f"{s}{a}"] for s in ("lo", "hi") for a in range(3)}
         return faces_cache[g]
 
     for g in sorted(index):  # raster order: keep only the planes still needed (two z-layers of blocks)
         bx = index[g]
-        with np.load(out_dir / f"{block_key(bx)}.npz") as z:
+        with np.load(where(bx)) as z:
             if int(z["n"]):
                 for k in keys:
                     acc[k].append(z[k])
@@ -223,35 +340,47 @@ def merge(shape, block, out_dir: Path, voxel_size, *, min_voxels: int = 1, high:
     return table, lut
 
 
-def label_volume(source, out_dir: Path, voxel_size, *, block=(64, 256, 256), mask_fn=None, prob: bool = True,
-                 min_voxels: int = 1, high: float | None = None, keep_labels: bool = False, blocks=None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray]:
-    """Both passes over `source` (any array with .shape and slicing: zarr, numpy, tifffile memmap).
+def labels_store(out_dir: Path, shape, block, create: bool = True):
+    """The kept block labels, `out_dir/labels.zarr` (uint32), opened for writing; made when missing and `create`
+    (an array's tasks only open it: the submission made it, so no two tasks race to)."""
+    import zarr
 
-    Resumable: blocks whose npz exists are skipped. `blocks` restricts pass 1 (an array task) and
-    skips the merge (returns None)."""
+    zpath = Path(out_dir) / "labels.zarr"
+    if zpath.exists() or not create:
+        return zarr.open_array(zpath, mode="r+")
+    # chunks that divide the block (so array tasks never share one) but small, so the area pass's
+    # halo reads touch thin rings of chunks rather than whole neighbouring blocks
+    chunks = tuple(min(s, c if b % c == 0 else b) for b, c, s in zip(block, (16, 128, 128), shape))
+    return zarr.create_array(zpath, shape=tuple(shape), chunks=chunks, dtype="uint32", fill_value=0)
+
+
+def label_blocks(source, blocks: list[Box], npz_dir: Path, *, mask_fn, prob: bool, store=None,
+                 split: dict | None = None, voxel_size=None, progress: Callable[[int, int], None] | None = None) -> None:
+    """Pass 1 over `blocks` (all of them, or an array task's share), into `npz_dir`; resumable: a block
+    whose npz exists is skipped."""
+    npz_dir = Path(npz_dir)
+    npz_dir.mkdir(parents=True, exist_ok=True)
+    for i, core in enumerate(blocks):
+        if not npz_path(npz_dir, core).exists():
+            label_block(source, core, mask_fn, prob, npz_path(npz_dir, core), store, split, voxel_size)
+        if progress:
+            progress(i + 1, len(blocks))
+
+
+def label_volume(source, out_dir: Path, voxel_size, *, block=(64, 256, 256), mask_fn=None, prob: bool = True,
+                 min_voxels: int = 1, high: float | None = None, keep_labels: bool = False, split: dict | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray]:
+    """Both passes over `source` (any array with .shape and slicing: zarr, numpy, tifffile memmap), in one
+    process. Resumable: blocks whose npz exists are skipped. `split`: `split_settings()` to split touching
+    objects (their pieces are not in labels.zarr, so not with `keep_labels`)."""
+    if split and keep_labels:
+        raise ValueError("split objects are not kept in labels.zarr: split the pores, not the envelope")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mask_fn = mask_fn or threshold_mask(0.5)
     shape = tuple(int(s) for s in source.shape)
-    store = None
-    if keep_labels:
-        import zarr
-
-        zpath = out_dir / "labels.zarr"
-        # chunks that divide the block (so array tasks never share one) but small, so the area pass's
-        # halo reads touch thin rings of chunks rather than whole neighbouring blocks
-        chunks = tuple(min(s, c if b % c == 0 else b) for b, c, s in zip(block, (16, 128, 128), shape))
-        store = (zarr.open_array(zpath, mode="r+") if zpath.exists() else
-                 zarr.create_array(zpath, shape=shape, chunks=chunks, dtype="uint32", fill_value=0))
-    todo = blocks if blocks is not None else plan_blocks(shape, block)
-    for i, core in enumerate(todo):
-        if not (out_dir / f"{block_key(core)}.npz").exists():
-            label_block(source, core, mask_fn, prob, out_dir, store)
-        if progress:
-            progress(i + 1, len(todo))
-    if blocks is not None:
-        return None, None
+    store = labels_store(out_dir, shape, block) if keep_labels else None
+    label_blocks(source, plan_blocks(shape, block), out_dir, mask_fn=mask_fn or threshold_mask(0.5), prob=prob,
+                 store=store, split=split, voxel_size=voxel_size, progress=progress)
     return merge(shape, block, out_dir, voxel_size, min_voxels=min_voxels, high=high, prob=prob)
 
 
@@ -444,32 +573,63 @@ def write_tables(job_dir: Path, name: str, table: dict) -> None:
         os.replace(tmp, final)
 
 
-def measure(spec: dict, job_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Pores and envelope → object tables (Parquet + CSV beside the job) and the per-nucleus readout."""
-    from sessions import measure as readout_mod
+PASSES = ("envelope", "pores")  # the two label passes of a measure job, in this order
+STAGE = {"envelope": "envelope objects", "pores": "pore objects"}  # their progress messages
+WORK = "work"                    # job_dir/work/<pass>/: a single job's ledger; the kept envelope labels
 
-    job_dir = Path(job_dir)
+
+def _block(spec: dict) -> tuple[int, int, int]:
+    return tuple(int(b) for b in spec.get("block", (64, 256, 256)))
+
+
+def _passes(spec: dict) -> dict[str, dict]:
+    """Per label pass: its source and how it is labelled and filtered (the single job and the array's
+    tasks and final step all read them from here)."""
     vs = tuple(float(v) for v in spec["voxel_size"])
-    block = tuple(int(b) for b in spec.get("block", (64, 256, 256)))
-    say = progress or (lambda *a: None)
     env_src, env_mask, env_prob = _source(spec["envelope"])
     pore_src, pore_mask, pore_prob = _source(spec["pores"])
     if tuple(env_src.shape) != tuple(pore_src.shape):
         raise ValueError(f"pores {tuple(pore_src.shape)} and envelope {tuple(env_src.shape)} differ in shape")
     min_env = int(spec.get("min_envelope_voxels") or max(1, round(1e7 / float(np.prod(vs)))))
-    env_dir = job_dir / "work" / "envelope"
-    nuc_table, nuc_lut = label_volume(env_src, env_dir, vs, block=block, mask_fn=env_mask, prob=env_prob,
-                                      min_voxels=min_env, keep_labels=True,
-                                      progress=lambda d, t: say("envelope objects", d, t))
+    return {"envelope": {"source": env_src, "mask_fn": env_mask, "prob": env_prob, "keep_labels": True,
+                         "min_voxels": min_env, "high": None, "split": None},
+            "pores": {"source": pore_src, "mask_fn": pore_mask, "prob": pore_prob, "keep_labels": False,
+                      "min_voxels": int(spec["pores"].get("min_voxels", 1)), "high": spec["pores"].get("high"),
+                      "split": spec["pores"].get("split")}}
+
+
+def _label_passes(spec: dict, job_dir: Path, passes: dict, blocks: list[Box], npz_dir: Callable[[str], Path],
+                  say, create: bool = True) -> None:
+    """Pass 1 of both label passes over `blocks`, each pass's npz into `npz_dir(pass)`."""
+    vs = tuple(float(v) for v in spec["voxel_size"])
+    for name, p in passes.items():
+        shape = tuple(int(s) for s in p["source"].shape)
+        store = labels_store(Path(job_dir) / WORK / name, shape, _block(spec), create) if p["keep_labels"] else None
+        label_blocks(p["source"], blocks, npz_dir(name), mask_fn=p["mask_fn"], prob=p["prob"], store=store,
+                     split=p["split"], voxel_size=vs, progress=lambda d, t, name=name: say(STAGE[name], d, t))
+
+
+def _conclude(spec: dict, job_dir: Path, passes: dict, where: Callable[[str], Callable[[Box], Path]], say) -> dict:
+    """After pass 1 of both: the merges, size filters, envelope areas, pore → nucleus assignment, the
+    readout and the tables (Parquet + CSV beside the job). `where(pass)(block)`: that block's npz."""
+    from sessions import measure as readout_mod
+
+    job_dir = Path(job_dir)
+    vs = tuple(float(v) for v in spec["voxel_size"])
+    block = _block(spec)
+    env, pores = passes["envelope"], passes["pores"]
+    shape = tuple(int(s) for s in env["source"].shape)
+    env_dir = job_dir / WORK / "envelope"
+    nuc_table, nuc_lut = merge(shape, block, env_dir, vs, min_voxels=env["min_voxels"], prob=env["prob"],
+                               where=where("envelope"))
     if not len(nuc_table["id"]):
-        raise ValueError(f"no nucleus: the envelope has no object of {min_env} voxels or more; train the envelope "
-                         "more, or lower the threshold")
+        raise ValueError(f"no nucleus: the envelope has no object of {env['min_voxels']} voxels or more; train the "
+                         "envelope more, or lower the threshold")
     gl = GlobalLabels(env_dir, nuc_lut, block)
     areas = envelope_areas(gl, nuc_table["id"], vs, progress=lambda d, t: say("envelope area", d, t))
-    min_pore = int(spec["pores"].get("min_voxels", 1))
-    pore_table, _ = label_volume(pore_src, job_dir / "work" / "pores", vs, block=block, mask_fn=pore_mask,
-                                 prob=pore_prob, min_voxels=min_pore, high=spec["pores"].get("high"),
-                                 progress=lambda d, t: say("pore objects", d, t))
+    (job_dir / WORK / "pores").mkdir(parents=True, exist_ok=True)
+    pore_table, _ = merge(shape, block, job_dir / WORK / "pores", vs, min_voxels=pores["min_voxels"],
+                          high=pores["high"], prob=pores["prob"], where=where("pores"))
     pts = np.stack([pore_table["z"], pore_table["y"], pore_table["x"]], 1) if len(pore_table["id"]) else \
         np.zeros((0, 3))
     assign_nm = float(spec.get("assign_nm", readout_mod.ASSIGN_NM))
@@ -488,12 +648,30 @@ def measure(spec: dict, job_dir: Path, progress: Callable[[str, int, int], None]
                **{k: nuc_table[k] for k in ("z_nm", "y_nm", "x_nm")}}
     write_tables(job_dir, "pores", pore_table)
     write_tables(job_dir, "nuclei", nuc_out)
-    if not spec.get("keep_work"):
-        import shutil
-
-        shutil.rmtree(job_dir / "work", ignore_errors=True)
     return {"status": "completed", "readout": result, "tables": {"pores": "pores.parquet", "nuclei": "nuclei.parquet"},
             "objects": int(len(pore_table["id"])), "provenance": spec.get("provenance", {})}
+
+
+def _discard(paths) -> None:
+    """The scratch of a finished measure (ledgers, kept labels), unless the spec keeps it."""
+    import shutil
+
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def measure(spec: dict, job_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Pores and envelope → object tables (Parquet + CSV beside the job) and the per-nucleus readout, in one
+    process; resumable from the ledger in work/<pass>/."""
+    job_dir = Path(job_dir)
+    say = progress or (lambda *a: None)
+    passes = _passes(spec)
+    blocks = plan_blocks(tuple(passes["envelope"]["source"].shape), _block(spec))
+    _label_passes(spec, job_dir, passes, blocks, lambda name: job_dir / WORK / name, say)
+    result = _conclude(spec, job_dir, passes, lambda name: (lambda bx: npz_path(job_dir / WORK / name, bx)), say)
+    if not spec.get("keep_work"):
+        _discard([job_dir / WORK])
+    return result
 
 
 def run(spec: dict, job_dir: Path) -> dict:
@@ -503,3 +681,69 @@ def run(spec: dict, job_dir: Path) -> dict:
         append_event(job_dir, "progress", step=d, total=t, message=stage)
 
     return measure(spec, job_dir, progress)
+
+
+# ---------------------------------------------------------------- the measure job as a Slurm job array
+def _shape(spec: dict) -> tuple[int, int, int]:
+    return tuple(int(s) for s in spec["shape"]) if "shape" in spec else \
+        tuple(int(s) for s in _source(spec["envelope"])[0].shape)
+
+
+def prepare_array(spec: dict, job_dir: Path) -> dict:
+    """Submit side (remote/job_array.py): the envelope's label store, which every task writes its own
+    blocks of (so no two tasks race to create it); {blocks, passes} for array.json."""
+    shape = _shape(spec)
+    labels_store(Path(job_dir) / WORK / "envelope", shape, _block(spec))
+    return {"blocks": len(plan_blocks(shape, _block(spec))), "passes": len(PASSES)}
+
+
+def _array(job_dir: Path) -> int:
+    from sessions.jobs import ARRAY, array_info
+
+    info = array_info(job_dir)
+    if info is None:
+        raise RuntimeError(f"{Path(job_dir) / ARRAY} missing: the array was not prepared at submission")
+    return int(info["tasks"])
+
+
+def run_task(spec: dict, job_dir: Path, task: int) -> dict:
+    """One task of the array: pass 1 of both label passes on its slice of the blocks, its ledger (the npz
+    files) in tasks/<task>/<pass>/; a rerun resumes from it."""
+    from remote.job_array import task_dir
+    from sessions.jobfiles import append_event
+
+    job_dir = Path(job_dir)
+    tasks = _array(job_dir)
+    if not 0 <= task < tasks:
+        raise RuntimeError(f"task {task} outside the array's 0..{tasks - 1}")
+    tdir = task_dir(job_dir, task)
+    passes = _passes(spec)
+    blocks = plan_blocks(_shape(spec), _block(spec))
+    mine = blocks[task_slice(len(blocks), tasks, task)]
+    _label_passes(spec, job_dir, passes, mine, lambda name: tdir / name,
+                  lambda stage, d, t: append_event(tdir, "progress", step=d, total=t, message=stage), create=False)
+    return {"status": "completed", "task": task, "blocks": len(mine)}
+
+
+def finalize(spec: dict, job_dir: Path) -> dict:
+    """The dependent step after every task: check every block of both passes has its npz, then the merges,
+    areas, assignment, readout and tables, as the single job does."""
+    from remote.job_array import task_dir
+
+    job_dir = Path(job_dir)
+    tasks = _array(job_dir)
+    blocks = plan_blocks(_shape(spec), _block(spec))
+    owner = {bx.offset: t for t in range(tasks) for bx in blocks[task_slice(len(blocks), tasks, t)]}
+
+    def where(name):
+        return lambda bx: npz_path(task_dir(job_dir, owner[bx.offset]) / name, bx)
+
+    missing = [f"{name} {block_key(bx)}" for name in PASSES for bx in blocks if not where(name)(bx).exists()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(PASSES) * len(blocks)} blocks were not labelled "
+                           f"(first: {missing[0]}); see tasks/*/stderr.log")
+    # no progress events here: the job's progress is the tasks' ledgers, complete by now
+    result = _conclude(spec, job_dir, _passes(spec), where, lambda *a: None)
+    if not spec.get("keep_work"):
+        _discard([job_dir / WORK] + [task_dir(job_dir, t) / name for t in range(tasks) for name in PASSES])
+    return {**result, "tasks": tasks}

@@ -4,6 +4,13 @@ Each block is predicted with a halo at least as wide as the network's
 receptive field, and block origins sit on the network's pooling grid, so the
 stitched result equals a single whole-volume pass: no tiling seams. Done
 blocks are recorded in `blocks.done`, so a restarted job skips them.
+
+A preview job (kind `preview`) is the same run with `spec["region"]`
+({"offset", "shape"}, level-0 voxels): only the blocks of the same grid that
+overlap the region are predicted, into a store of the whole volume's shape
+(unwritten chunks cost nothing), and no pyramid is built (it would read the
+whole volume). The same blocks on the same grid: the region's voxels equal
+the whole-volume prediction's.
 """
 
 from __future__ import annotations
@@ -79,11 +86,23 @@ def _predict_blocks(spec, blocks, out, ledger: Path, done: set, events_dir: Path
     return time.perf_counter() - t0
 
 
+def region_of(spec: dict, shape) -> Box | None:
+    """The preview region of `spec` (None: the whole volume); one outside the volume is an error, not no work."""
+    r = spec.get("region")
+    if r is None:
+        return None
+    box = Box(tuple(int(v) for v in r["offset"]), tuple(int(v) for v in r["shape"]))
+    if box.size == 0 or not box.inside(tuple(shape)):
+        raise ValueError(f"region {box} is empty or outside the volume {tuple(shape)}")
+    return box
+
+
 def run(spec: dict, job_dir: Path) -> dict:
-    """The whole volume in one process (local, SSH direct, or one Slurm job)."""
+    """The whole volume, or the blocks overlapping spec["region"], in one process (local, SSH, one Slurm job)."""
     job_dir = Path(job_dir)
     device, src, model, div, halo = _load(spec)
     raw = src.levels[0]
+    region = region_of(spec, raw.shape)
     out_path = job_dir / OUTPUT
     ledger = job_dir / LEDGER
     done = set(ledger.read_text().split()) if ledger.exists() and out_path.exists() else set()
@@ -93,13 +112,14 @@ def run(spec: dict, job_dir: Path) -> dict:
     else:
         ms = omezarr.open_multiscale(out_path, mode="r+")
         append_event(job_dir, "resumed", step=len(done))
-    blocks = plan_blocks(raw.shape, block_shape(spec))
+    blocks = [b for b in plan_blocks(raw.shape, block_shape(spec)) if region is None or b.overlaps(region)]
     t0 = time.perf_counter()
     _predict_blocks(spec, blocks, ms.levels[0], ledger, done, job_dir, model=model, raw=raw, halo=halo, div=div,
                     device=device)
-    omezarr.build_pyramid(ms)
+    if region is None:
+        omezarr.build_pyramid(ms)
     return {"status": "completed", "output": OUTPUT, "blocks": len(blocks), "halo": list(halo),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), **({"region": spec["region"]} if region else {})}
 
 
 def run_task(spec: dict, job_dir: Path, task: int) -> dict:

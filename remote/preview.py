@@ -6,8 +6,13 @@ job id), or an exported model file (`model.pt`, as `fibtui round train`
 writes it). The region is bounded (default ≤ 2 M voxels) and torch runs on
 a few CPU threads, because the viewer runs on a login node; the halo is the
 network's receptive field, as in blockwise prediction, so the preview equals
-what the whole-volume prediction job would write there. A larger region is
-refused with what to do instead (the Predict job).
+what the whole-volume prediction job would write there. A larger region goes
+to the executor as a small preview job (`job_spec`: kind `preview`, the
+prediction's runner restricted to the blocks overlapping the region; never
+taken for the round's prediction, which is kind `predict`).
+
+The preview job's spec is built here rather than in sessions/ because it
+names its model through `find_model`, and sessions/ never imports remote/.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sessions import jobs
+from sessions import jobs, rounds
 from sessions.errors import FibError
-from sessions.geometry import Box
+from sessions.geometry import Box, fmt_range
+from sessions.volumes import catalog
 from sessions.workspace import Session
 
 MAX_VOXELS = 2_000_000
@@ -34,12 +40,13 @@ _MODELS: dict[tuple[str, float], object] = {}
 class ModelRef:
     path: Path
     label: str        # what the overlay says: which model
+    job: str | None = None  # the training that wrote it (None: a model file)
 
 
 def find_model(session: Session, which: str | None = None, round_n: int | None = None) -> ModelRef:
     """`which`: None (the round's model), a training job id, or a model file."""
     if which and Path(which).expanduser().is_file():
-        p = Path(which).expanduser()
+        p = Path(which).expanduser().resolve()  # a job runs in its own directory: no relative path
         return ModelRef(p, f"file {p.name}")
     if which:
         job = next(session.db["jobs"].rows_where("id = ?", [which]), None)
@@ -56,7 +63,31 @@ def find_model(session: Session, which: str | None = None, round_n: int | None =
     res = jobs.result(session, job) or {}
     if not res.get("checkpoint"):
         raise FibError(f"training {job['id']} left no model file; run it again")
-    return ModelRef(jobs.job_dir(session, job) / res["checkpoint"], f"{job['id']} (round {job['round']})")
+    path = jobs.job_dir(session, job) / res["checkpoint"]
+    if not path.is_file():
+        raise FibError(f"the model file of {job['id']} ({path}) is missing; train again, or pass another --model")
+    return ModelRef(path, f"{job['id']} (round {job['round']})", job["id"])
+
+
+def check_region(box: Box, shape, volume: str) -> None:
+    """A preview region must hold voxels and lie inside the volume: one line saying which way it is wrong."""
+    if box.size == 0:
+        raise FibError(f"--region {fmt_range(box)}: empty; give z0:z1,y0:y1,x0:x1 with start < stop")
+    if not box.inside(tuple(shape)):
+        whole = fmt_range(Box((0, 0, 0), tuple(shape)))
+        raise FibError(f"--region {fmt_range(box)}: outside volume {volume!r} ({whole}); give a region inside it")
+
+
+def job_spec(session: Session, box: Box, which: str | None, *, round_n: int | None, volume: str, block=None,
+             threads: int = 0) -> dict:
+    """The spec of a preview job: `volume`'s blocks overlapping `box`, with the model `which` names
+    (see `find_model`). Every check first; nothing is written."""
+    vol = catalog.get_volume(session, volume)
+    check_region(box, vol["shape"], volume)
+    ref = find_model(session, which, round_n)
+    return {**rounds.inference_spec(rounds.volume_spec(session, vol), ref.path, block=block, threads=threads),
+            "region": {"offset": list(box.offset), "shape": list(box.shape)}, "model_label": ref.label,
+            "train_job": ref.job}
 
 
 def _model(path: Path):

@@ -5,10 +5,11 @@ appends a heartbeat to `events.jsonl` every few seconds so the session can
 tell a live job from a lost one. The `started` event says how many GPUs the
 job sees (0 on CPU): with the elapsed time it gives the job's GPU-hours.
 
-A prediction submitted as a Slurm job array runs as `--task I` (one slice of
-the blocks; its events, ledger, result and logs in `tasks/<I>/`) and then as
-`--finalize` (the dependent step: checks every block, builds the pyramid,
-writes the job's result.json).
+A prediction or a measure submitted as a Slurm job array (remote/job_array.py)
+runs as `--task I` (one slice of the blocks; its events, ledger, result and
+logs in `tasks/<I>/`) and then as `--finalize` (the dependent step: checks
+every block, then builds the pyramid or merges the objects, and writes the
+job's result.json).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from sessions.jobfiles import RESULT, SPEC, append_event, atomic_write_json, read_json
 
 HEARTBEAT_S = 10.0
-KINDS = ("train", "predict", "evaluate", "measure")
+KINDS = ("train", "predict", "evaluate", "measure", "preview")
 
 
 def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out_dir / RESULT, result)
         append_event(out_dir, "finished", status="failed")
         return 1
-    from remote import evaluate, objects, predict, train
+    from remote import evaluate, job_array, objects, predict, train
 
     append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind,
                  gpus=visible_gpus(spec), **({"task": task} if task is not None else {}),
@@ -85,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_heartbeat, args=(out_dir, stop), daemon=True).start()
     try:
         if task is not None:
-            result = predict.run_task(spec, job_dir, task)
+            result = job_array.run_task(spec, job_dir, task)
         elif finalize:
-            result = predict.finalize(spec, job_dir)
+            result = job_array.finalize(spec, job_dir)
         else:
-            result = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run,
+            result = {"train": train.run, "predict": predict.run, "evaluate": evaluate.run, "preview": predict.run,
                       "measure": objects.run}[kind](spec, job_dir)
     except train.Interrupted as e:
         print(str(e), file=sys.stderr)

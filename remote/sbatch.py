@@ -16,10 +16,15 @@ from pathlib import PurePosixPath
 from remote.profiles import ClusterProfile
 from sessions.errors import FibError
 from sessions.jobfiles import STDERR, STDOUT
+from sessions.jobs import TASKS  # tasks/<i>/: one array task's events, ledger, logs, result
 
 SCRIPT = "job.sbatch"
 ARRAY_SCRIPT, FINAL_SCRIPT = "array.sbatch", "final.sbatch"
-TASKS = "tasks"          # tasks/<i>/: one array task's events, ledger, logs, result
+# kinds that run a network and so get the profile's GPU request; evaluate and measure (labels, areas) run on CPU
+GPU_KINDS = ("train", "predict", "preview")
+# how the scripts' comment names an array and its final step, per kind
+ARRAY_WHAT = {"predict": ("prediction", "pyramid, result.json"),
+              "measure": ("measure", "merge, areas, tables, result.json")}
 _PATH_OK = re.compile(r"^/[^\s'\"\\`$;&|<>*?]*$")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -38,6 +43,7 @@ def _slurm_filename(path: str) -> str:
 def _options(spec: dict, job_dir: str, profile: ClusterProfile, *, name_suffix: str = "", logs: str = "",
              gpu: bool = True) -> list[str]:
     kind = spec.get("kind", "job")
+    gpu = gpu and kind in GPU_KINDS
     job_id = spec.get("job_id") or PurePosixPath(job_dir).name
     name = "fibtui-" + _NAME_BAD.sub("_", str(job_id)) + name_suffix
     cpus = profile.cpus or (int(spec["threads"]) if spec.get("threads") else None)
@@ -132,13 +138,15 @@ def _header(opts: list[str], spec: dict, job_dir: str, profile: ClusterProfile, 
 
 def sbatch_array_scripts(spec: dict, job_dir: str | PurePosixPath, profile: ClusterProfile, python: str,
                          tasks: int, throttle: int | None = None) -> tuple[str, str]:
-    """Blockwise prediction as a job array + a final step (both texts; pure).
+    """A blockwise job (prediction, measure) as a job array + a final step (both texts; pure).
 
-    The array `--array=0-(tasks-1)[%throttle]`: task i predicts its own slice of
-    the block list into the shared, pre-created zarr and keeps its own ledger,
-    events and logs under tasks/<i>/ (no two tasks write the same file). The
-    final step is submitted with `--dependency=afterok:<array>`: it checks every
-    block is done, builds the pyramid and writes result.json; it asks for no GPU.
+    The array `--array=0-(tasks-1)[%throttle]`: task i does its own slice of the
+    block list (a prediction into the shared, pre-created zarr; a measure's label
+    pass) and keeps its own ledger, events and logs under tasks/<i>/ (no two tasks
+    write the same file). The final step is submitted with
+    `--dependency=afterok:<array>`: it checks every block is done, builds the
+    pyramid (or merges the objects, measures the areas, writes the tables) and
+    writes result.json; it asks for no GPU.
     """
     job_dir = _check_dir(str(job_dir))
     if not isinstance(tasks, int) or tasks < 1:
@@ -149,10 +157,11 @@ def sbatch_array_scripts(spec: dict, job_dir: str | PurePosixPath, profile: Clus
     arr = f"--array=0-{tasks - 1}" + (f"%{throttle}" if throttle else "")
     opts = _options(spec, job_dir, profile, logs=f"{_slurm_filename(job_dir)}/{TASKS}/%a")
     opts.insert(1, arr)
-    lines = _header(opts, spec, job_dir, profile, f"prediction array of {tasks} tasks")
+    what, final_what = ARRAY_WHAT.get(spec.get("kind"), ARRAY_WHAT["predict"])
+    lines = _header(opts, spec, job_dir, profile, f"{what} array of {tasks} tasks")
     lines += [f'exec {q(python)} -m remote.run "$job" --task "$SLURM_ARRAY_TASK_ID"', ""]
     final = _options(spec, job_dir, profile, name_suffix="-final", gpu=False)
-    flines = _header(final, spec, job_dir, profile, "final step of the prediction array (pyramid, result.json)")
+    flines = _header(final, spec, job_dir, profile, f"final step of the {what} array ({final_what})")
     flines += [f'exec {q(python)} -m remote.run "$job" --finalize', ""]
     return "\n".join(lines), "\n".join(flines)
 

@@ -60,5 +60,10 @@ def fmt(t) -> str:
     return ",".join(str(v) for v in t)
 
 
+def fmt_range(box: Box) -> str:
+    """`z0:z1,y0:y1,x0:x1`: a box as a `--region`/`--within` flag takes it (and errors quote it)."""
+    return ",".join(f"{o}:{e}" for o, e in zip(box.offset, box.stop))
+
+
 def unfmt(s: str, cast=int) -> tuple:
     return tuple(cast(v) for v in s.split(","))

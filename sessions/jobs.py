@@ -16,9 +16,12 @@ from sessions.jobfiles import EVENTS, SPEC, atomic_write_json, read_events, read
 from sessions.timeutil import now
 from sessions.workspace import Session
 
-# A prediction run as a Slurm job array (remote/predict_array.py): array.json says how many tasks and
-# blocks; each task keeps its own ledger in tasks/<i>/blocks.done (so no two tasks write one file).
+# A job run as a Slurm job array (remote/job_array.py): array.json says how many tasks and blocks (and passes
+# over them); each task keeps its own ledger under tasks/<i>/ (so no two tasks write one file): a prediction's
+# lists its blocks in blocks.done, a measure's is one npz per labelled block, <pass>/<block>.npz.
 ARRAY, TASKS, LEDGER = "array.json", "tasks", "blocks.done"
+BLOCK_FILES = "*/*.npz"
+ARRAY_KINDS = frozenset({"predict", "measure"})  # the kinds that can run as an array (remote/job_array.py HOOKS)
 
 ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY")
@@ -36,7 +39,7 @@ def array_info(d: Path) -> dict | None:
 
 def blocks_done(d: Path) -> int:
     """Blocks finished so far over every task's ledger (progress of an array job)."""
-    n = 0
+    n = sum(1 for _ in Path(d).glob(f"{TASKS}/*/{BLOCK_FILES}"))
     for led in Path(d).glob(f"{TASKS}/*/{LEDGER}"):
         try:
             n += sum(1 for ln in led.read_text().split() if ln)
@@ -195,18 +198,19 @@ def lineage(session: Session, job_id: str) -> list[str]:
 def ingest(session: Session, job: dict) -> dict:
     """Fold new events into the job row, metrics and checkpoints; return the updated row.
 
-    A prediction run as a job array reports progress through its tasks' ledgers
-    (tasks/<i>/blocks.done): blocks done over all tasks / blocks in the volume."""
+    A job run as an array reports progress through its tasks' ledgers: blocks done over all
+    tasks / (blocks in the volume × passes over them). It never goes back: the measure's final
+    step removes its ledgers once it has used them."""
     with session.write() as db:
         job = dict(db["jobs"].get(job["id"]))  # the offset as of now, under the write lock
         d = job_dir(session, job)
         events, offset = read_events(d, job["events_offset"] or 0)
         upd: dict = {}
-        info = array_info(d) if job["kind"] == "predict" else None
+        info = array_info(d) if job["kind"] in ARRAY_KINDS else None
         if info and job["state"] in ACTIVE:
-            done, total = blocks_done(d), max(1, int(info.get("blocks") or 1))
+            done, total = blocks_done(d), max(1, int(info.get("blocks") or 1) * int(info.get("passes") or 1))
             prog = min(1.0, done / total)
-            if prog != job["progress"]:
+            if prog > (job["progress"] or 0.0):
                 upd = {"progress": prog, "message": f"{done}/{total} blocks, {info.get('tasks')} array tasks"}
         if not events:
             if upd:

@@ -28,6 +28,25 @@ MIN_NUCLEUS_UM2 = 1.0  # smaller envelope objects are fragments (a predicted mit
 #                        border): ~6 pores at typical density, too few for a density; reported, not measured
 PLAUSIBLE = (2.0, 20.0)  # pores/µm² for somatic cells; outside it, a warning
 BOOTSTRAP = 2000
+# splitting touching pores (`fibtui measure --split`; remote/objects.py split_touching, _split_block)
+SPLIT_SPACING_NM = 120.0
+SPLIT_EXTENT_NM = 400.0
+
+
+def split_settings(spacing_nm: float = SPLIT_SPACING_NM, max_extent_nm: float = SPLIT_EXTENT_NM) -> dict:
+    """What a measure spec records for `--split`: the peak spacing and the largest object that is split.
+
+    **Spacing 120 nm** (GUIDE §6: pores are ~100–120 nm across and never closer than ~120–150 nm
+    centre to centre; the generator's PORE_MIN_SPACING_NM is 130): distance-transform peaks closer
+    than this belong to one object. Every point of a pore lies within 120 nm of its highest peak,
+    so a single pore, or any round blob up to ~240 nm across, keeps one peak and is never cut,
+    while each pore of a touching pair (centres ≥ 120 nm apart) keeps its own.
+    **Largest split object 400 nm** along each axis: a clump of up to three pores in a row (3 ×
+    130 nm, plus a prediction's blur). Anything larger is not a clump of pores (an envelope
+    fragment, a smear of false positives) and is left whole. It is also the halo each block reads
+    to split exactly across blocks, so it bounds the extra reading: a block of edges b nm reads
+    Π(1 + 800/b) times its voxels (≈ 5× for 64×256×256 at 8 nm), only when splitting."""
+    return {"spacing_nm": float(spacing_nm), "max_extent_nm": float(max_extent_nm)}
 
 
 def counted(table: dict) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from sessions.workspace import Session
 
-SCORES = ("iou", "f1", "precision", "recall")
+SCORES = ("iou", "f1", "precision", "recall", "object_f1")  # object_f1: pores matched by centroid (remote/evaluate.py)
 COMPARED = (("iou", "IoU"), ("f1", "F1"))   # what a regression is judged on, and how it is named
 
 
@@ -123,7 +123,8 @@ def _span_bins(session: Session, job: str, name: str, lo: int, stop: int, first:
 
 
 def round_scores(session: Session) -> list[dict]:
-    """Per round with a completed evaluation, its latest one: {round, job, iou, f1, precision, recall, regions}.
+    """Per round with a completed evaluation, its latest one: {round, job, iou, f1, precision, recall, object_f1,
+    regions, target}.
 
     `regions` are the sorted held-out region ids listed in the evaluate job's
     spec.json; None when the spec cannot be read (such a round is never compared).

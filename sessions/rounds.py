@@ -147,7 +147,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
             raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
                            f"{tuple(pvs)}, volume {vol['name']!r} has {tuple(vol['voxel_size'])}; pass --from scratch")
     return {
-        "volume": {"name": vol["name"], "path": str(session.path(vol["path"])), "voxel_size": list(vol["voxel_size"])},
+        "volume": volume_spec(session, vol),
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
         "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
         "patch": list(patch or default_patch(vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
@@ -203,15 +203,27 @@ def default_patch(voxel_size) -> tuple[int, int, int]:
     return (32, 96, 96)
 
 
-def predict_spec(session: Session, rnd: dict, *, block=None, threads: int = 0) -> dict:
-    train = _completed(session, rnd["n"], "train", "train")
-    res = jobs.result(session, train)
-    spec = json.loads((jobs.job_dir(session, train) / "spec.json").read_text())
-    out = {"volume": spec["volume"], "checkpoint": str(jobs.job_dir(session, train) / res["checkpoint"]),
-           "train_job": train["id"], "threads": int(threads), "device": "auto", "code": code_version()}
+def volume_spec(session: Session, vol: dict) -> dict:
+    """A volume (its catalog row) as a spec names it: absolute path and voxel size, the job has no session."""
+    return {"name": vol["name"], "path": str(session.path(vol["path"])), "voxel_size": list(vol["voxel_size"])}
+
+
+def inference_spec(volume: dict, checkpoint, *, block=None, threads: int = 0) -> dict:
+    """What a job applying a model reads (a prediction, and a preview job with its region added)."""
+    out = {"volume": volume, "checkpoint": str(checkpoint), "threads": int(threads), "device": "auto",
+           "code": code_version()}
     if block:
         out["block"] = list(block)
     return out
+
+
+def predict_spec(session: Session, rnd: dict, *, block=None, threads: int = 0) -> dict:
+    """The round's prediction: its completed training's model on the volume it was trained on."""
+    train = _completed(session, rnd["n"], "train", "train")
+    res = jobs.result(session, train)
+    spec = json.loads((jobs.job_dir(session, train) / "spec.json").read_text())
+    return {**inference_spec(spec["volume"], jobs.job_dir(session, train) / res["checkpoint"], block=block,
+                             threads=threads), "train_job": train["id"]}
 
 
 def eval_spec(session: Session, rnd: dict, *, threshold: float = 0.5) -> dict:
@@ -317,9 +329,14 @@ def _prediction(session: Session, target: str, threshold: float, vol: dict | Non
 
 def measure_spec(session: Session, *, pores: str | None = None, pores_labels=None, envelope: str | None = None,
                  envelope_labels=None, threshold: float = 0.5, high: float | None = None, block=None,
-                 min_pore_voxels: int | None = None, volume: str | None = None) -> dict:
+                 min_pore_voxels: int | None = None, volume: str | None = None, split: bool = False,
+                 array_tasks: int | None = None) -> dict:
     """The spec of a measure job: pores (a target's latest prediction, or labels) on the envelope
-    (likewise); every check before anything is written."""
+    (likewise); every check before anything is written.
+
+    `split`: split touching pores (remote.objects.split_settings, recorded in the spec).
+    `array_tasks`: on Slurm, the label pass as a job array of this many tasks (as a prediction's;
+    default: the profile's `array_tasks`)."""
     if pores_labels is None and pores is None:
         pores = "pore"
     if envelope_labels is None and envelope is None:
@@ -358,5 +375,9 @@ def measure_spec(session: Session, *, pores: str | None = None, pores_labels=Non
     parts["pores"]["min_voxels"] = int(pore_vox)
     if high is not None:
         parts["pores"]["high"] = float(high)
+    if split:
+        from sessions.measure import split_settings
+
+        parts["pores"]["split"] = split_settings()
     return {"voxel_size": vs, "shape": list(s0), "block": list(block or (64, 256, 256)), **parts,
-            "provenance": prov, "code": code_version()}
+            "provenance": prov, "code": code_version(), **({"array_tasks": int(array_tasks)} if array_tasks else {})}

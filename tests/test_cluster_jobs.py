@@ -137,6 +137,62 @@ def test_prediction_as_job_array_equals_single_process(slurm_infra, tmp_path):
     s.close()
 
 
+def _measure_session(root: Path):
+    """A session with one round, and a measure spec of the generator's truth masks (8 blocks; --split on)."""
+    from sessions import rounds
+    from sessions.measure import split_settings
+    from sessions.workspace import init_session
+    from test_objects import truth_spec
+
+    spec, truth = truth_spec(root, (48, 192, 192), 12.0, 7)
+    s = init_session(root / "s")
+    rounds.new_round(s)
+    return s, {**spec, "pores": {**spec["pores"], "split": split_settings()}}, truth
+
+
+def _same_measure(jd: Path, spec: dict, local: Path) -> dict:
+    """The array's result and tables equal the single local job's; returns the array's result."""
+    import pyarrow.parquet as pq
+
+    from remote import objects
+
+    local.mkdir()
+    single = objects.measure({**spec, "kind": "measure"}, local)
+    res = json.loads((jd / "result.json").read_text())
+    assert res["readout"] == single["readout"] and res["objects"] == single["objects"]
+    for name in ("pores", "nuclei"):
+        assert pq.read_table(jd / f"{name}.parquet").equals(pq.read_table(local / f"{name}.parquet")), name
+    return res
+
+
+@pytest.mark.slurm
+def test_measure_as_job_array_equals_single_job(slurm_infra, tmp_path):
+    """The measure's label pass as a 3-task array (throttle 2; --array-tasks in the spec, as a prediction's) + the
+    dependent final step: each task its own ledger under tasks/<i>/; the object table, nuclei and density equal
+    the single local job's."""
+    s, spec, truth = _measure_session(tmp_path)
+    shell = CountingShell()
+    ex = SlurmExecutor(ClusterProfile(name="marr", array_throttle=2, **SLURM_CI), shell=shell)
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    job = d.submit(1, "measure", {**spec, "array_tasks": 3}, ex.name)
+    assert "," in job["external_id"] and shell.count("sbatch") == 2  # <array>,<final step>
+    seen = []
+    done = d.wait(job["id"], on_update=lambda j: seen.append(j["progress"]), poll_s=0.5, max_poll_s=2)
+    jd = jobs.job_dir(s, done)
+    assert done["state"] == "COMPLETED", (done, d.log_tail(job["id"], 30))
+    assert done["progress"] == 1.0 and done["elapsed_s"] > 0
+    assert json.loads((jd / "array.json").read_text()) == {"tasks": 3, "blocks": 8, "passes": 2}
+    assert "measure array of 3 tasks" in (jd / "array.sbatch").read_text()
+    for i in range(3):
+        assert json.loads((jd / "tasks" / str(i) / "result.json").read_text())["status"] == "completed"
+        assert [e["type"] for e in jobfiles.read_events(jd / "tasks" / str(i))[0]][0] == "started"
+    res = _same_measure(jd, spec, tmp_path / "local")
+    assert res["tasks"] == 3 and res["readout"]["pores"] == truth["pore_count"]
+    print(f"measure array: progress seen {sorted(set(seen))}")
+    s.close()
+
+
 @pytest.mark.slurm
 def test_cancel_round_cancels_every_job_in_one_scancel(slurm_infra, tmp_path):
     s, pspec = _predict_session(tmp_path, shape=(32, 256, 128))
@@ -554,6 +610,35 @@ def test_prediction_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
         a, b = omezarr.open_multiscale(jd / "prediction.ome.zarr"), omezarr.open_multiscale(local / "prediction.ome.zarr")
         for la, lb in zip(a.levels, b.levels, strict=True):
             np.testing.assert_array_equal(la[...], lb[...])
+    finally:
+        d.close()
+        s.close()
+
+
+@pytest.mark.ssh
+@pytest.mark.slurm
+def test_measure_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
+    """The measure array through SSH: the envelope's label store and the task dirs made on the far side
+    (`python -m remote.job_array`), sbatch there, pulled back; the same tables as the single local job."""
+    from remote.executors.ssh import SSHExecutor
+
+    remote = shared_tmp / "remote"
+    remote.mkdir(mode=0o1777)
+    remote.chmod(0o1777)
+    s, spec, _ = _measure_session(shared_tmp)
+    i = ssh_infra
+    ex = SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts, remote_workdir=str(remote),
+                     python=i.ssh_python or None, scheduler="slurm",
+                     remote_setup=(f"export SLURM_CONF={i.slurm_conf}",),
+                     profile=ClusterProfile(name="sshmarr", array_tasks=2, ssh_host=i.ssh_host, **SLURM_CI))
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    try:
+        job = d.submit(1, "measure", spec, ex.name)
+        done = d.wait(job["id"], poll_s=0.5, max_poll_s=2)
+        assert done["state"] == "COMPLETED", (done, d.log_tail(job["id"], 30))
+        jd = Path(d.results(job["id"]))
+        assert _same_measure(jd, spec, shared_tmp / "local")["tasks"] == 2
     finally:
         d.close()
         s.close()

@@ -47,6 +47,25 @@ def test_measure_on_truth_masks_matches_truth_json(synthetic):
     assert any("measure" in json.dumps(e) for e in log)
 
 
+def test_measure_split_flag_is_recorded_in_the_spec(synthetic):
+    """`--split` (a bare flag) and `--array-tasks N` reach the job's spec; on the truth masks, whose pores never
+    touch, splitting changes nothing."""
+    from sessions.measure import split_settings
+
+    root, s, truth = synthetic
+    lab = root / "vol.labels.tif"
+    out = json.loads(run_cli("measure", "--session", s, "--pores-labels", lab, "--envelope-labels", lab, "--split",
+                             "--array-tasks", "2", "--json", check=True).stdout)
+    assert out["readout"]["pores"] == truth["pore_count"]
+    spec = json.loads((s / "jobs" / out["job"] / "spec.json").read_text())
+    assert spec["pores"]["split"] == split_settings() and spec["array_tasks"] == 2
+    assert "split" not in spec["envelope"]
+    log = json.loads(run_cli("note", "list", "--session", s, "--json", check=True).stdout)
+    assert any(e.get("params", {}).get("split") is True for e in log if "measure" in json.dumps(e))
+    proc = run_cli("measure", "--session", s, "--pores-labels", lab, "--envelope-labels", lab, "--array-tasks", "0")
+    assert proc.returncode == 2 and "--array-tasks '0': must be ≥ 1" in proc.stderr
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(synthetic, tmp_path):
     root, s, truth = synthetic
     lab = root / "vol.labels.tif"

@@ -103,7 +103,8 @@ def test_round_scores_and_regressions_on_equal_region_sets(session):
         rounds.new_round(s)
     evaluation(s, 1, {"iou": 0.70, "f1": 0.82, "precision": 0.8, "recall": 0.84}, [3, 1, 2])
     evaluation(s, 2, {"iou": 0.50, "f1": 0.60}, [1, 2, 3])           # superseded by the later evaluation
-    evaluation(s, 2, {"iou": 0.701, "f1": 0.824, "precision": 0.81, "recall": 0.83}, [1, 2, 3])
+    evaluation(s, 2, {"iou": 0.701, "f1": 0.824, "precision": 0.81, "recall": 0.83, "object_f1": 0.75,
+                      "object_precision": 0.7}, [1, 2, 3])  # object F1 is a score; its precision is not plotted
     evaluation(s, 2, {"iou": 0.1, "f1": 0.1}, [1, 2, 3], state="FAILED")   # not completed: ignored
     evaluation(s, 3, {"iou": 0.612, "f1": 0.759, "precision": 0.7, "recall": 0.8}, [2, 1, 3])
     evaluation(s, 4, {"iou": 0.55, "f1": 0.70}, [1, 2, 3, 4])        # lower, but on other regions
@@ -114,8 +115,9 @@ def test_round_scores_and_regressions_on_equal_region_sets(session):
         (1, "r1-evaluate-1"), (2, "r2-evaluate-2"), (3, "r3-evaluate-1"), (4, "r4-evaluate-1"),
         (5, "r5-evaluate-1"), (6, "r6-evaluate-1")]
     assert scores[1] == {"round": 2, "job": "r2-evaluate-2", "iou": 0.701, "f1": 0.824, "precision": 0.81,
-                         "recall": 0.83, "regions": [1, 2, 3], "target": "mito"}
+                         "recall": 0.83, "object_f1": 0.75, "regions": [1, 2, 3], "target": "mito"}
     assert scores[0]["regions"] == [1, 2, 3] and scores[3]["precision"] is None and scores[5]["regions"] is None
+    assert scores[0]["object_f1"] is None  # an evaluation from before object scores
     assert metrics.regressions(scores) == [
         "round 3 IoU 0.612 < round 2 0.701, F1 0.759 < 0.824 on the same held-out regions",
         "round 5 F1 0.690 < round 4 0.700 on the same held-out regions",
@@ -138,5 +140,6 @@ def test_round_scores_empty(session):
     assert metrics.round_scores(session) == []
     jobs.finish(session, job, "COMPLETED")
     assert metrics.round_scores(session) == [{"round": 1, "job": job["id"], "iou": None, "f1": None,
-                                              "precision": None, "recall": None, "regions": [], "target": None}]
+                                              "precision": None, "recall": None, "object_f1": None, "regions": [],
+                                              "target": None}]
     assert json.loads((jobs.job_dir(session, job) / "spec.json").read_text())["regions"] == []

@@ -62,14 +62,20 @@ def test_resume_size_filter_and_hysteresis(tmp_path):
     assert 0 < len(hyst["id"]) < len(low["id"]) and hyst["max_prob"].min() >= 0.6
 
 
-def _measure_truth(tmp_path, shape, vs, seed, block=(32, 96, 96), **scene_kw):
+def truth_spec(tmp_path, shape, vs, seed, block=(32, 96, 96), **scene_kw) -> tuple[dict, dict]:
+    """A generated volume's label TIFF as both pores and envelope of a measure spec, and its truth.json."""
     scene = synth.make_scene(shape, seed, voxel_size=(vs,) * 3, **scene_kw)
     synth.write_tiff(scene, tmp_path / "v.tif", tmp_path / "v.labels.tif")
     truth = json.loads((tmp_path / "v.truth.json").read_text())
     lab = str(tmp_path / "v.labels.tif")
-    spec = {"voxel_size": [vs] * 3, "block": list(block),
+    spec = {"voxel_size": [vs] * 3, "block": list(block), "shape": list(shape),
             "envelope": {"paths": [lab], "kind": "labels", "classes": [synth.ENVELOPE, synth.PORE]},
             "pores": {"paths": [lab], "kind": "labels", "classes": [synth.PORE]}}
+    return spec, truth
+
+
+def _measure_truth(tmp_path, shape, vs, seed, block=(32, 96, 96), **scene_kw):
+    spec, truth = truth_spec(tmp_path, shape, vs, seed, block, **scene_kw)
     job = tmp_path / "job"
     job.mkdir()
     return objects.measure(spec, job), truth, job
@@ -143,3 +149,120 @@ def test_measure_on_probability_volumes_equals_labels(tmp_path):
     prob = objects.measure(spec, tmp_path / "job2")["readout"]
     assert prob["pores"] == res["readout"]["pores"] == truth["pore_count"]
     assert prob["envelope_um2"] == pytest.approx(res["readout"]["envelope_um2"], rel=1e-6)
+
+
+# ----------------------------------------------------------------- splitting touching pores (--split)
+def _spheres(shape, vs, centres_nm, r_nm):
+    """uint8 probabilities (230 inside) of balls of radius r_nm at centres_nm, on voxels of size vs."""
+    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    m = np.zeros(shape, bool)
+    for c in centres_nm:
+        m |= ((zz + .5) * vs[0] - c[0]) ** 2 + ((yy + .5) * vs[1] - c[1]) ** 2 + ((xx + .5) * vs[2] - c[2]) ** 2 \
+            <= r_nm ** 2
+    return np.where(m, 230, 10).astype(np.uint8)
+
+
+def _table(tmp_path, vol, vs, block, split, name):
+    table, _ = objects.label_volume(vol, tmp_path / name, vs, block=block, split=split)
+    order = np.lexsort((table["x"], table["y"], table["z"]))
+    return {k: np.asarray(v)[order] for k, v in table.items() if k != "id"}
+
+
+@pytest.mark.parametrize("vs", [(8.0, 8.0, 8.0), (8.0, 4.0, 4.0)])  # anisotropic voxels: spacing in nm
+def test_split_touching_pores(tmp_path, vs):
+    from sessions.measure import split_settings
+
+    split = split_settings()
+    shape = tuple(int(400 / v) for v in vs)
+    whole = shape
+    count = lambda vol, sp, block=whole, name="x": len(_table(tmp_path, vol, vs, block, sp, name)["voxels"])  # noqa
+    pair = _spheres(shape, vs, [(200, 200, 135), (200, 200, 265)], 70)  # 130 nm apart, overlapping by 10 nm
+    assert count(pair, None, name="a") == 1 and count(pair, split, name="b") == 2
+    one = _spheres(shape, vs, [(200, 200, 200)], 70)
+    assert count(one, split, name="c") == 1
+    close = _spheres(shape, vs, [(200, 200, 150), (200, 200, 250)], 70)  # 100 nm apart: closer than any two pores
+    assert count(close, split, name="d") == 1
+    fat = _spheres(shape, vs, [(200, 200, 120), (200, 200, 280)], 110)  # peaks 160 nm apart, a wide neck
+    assert count(fat, split, name="e") == 2
+    # the pair straddling block faces (between the pores along x, through both along y): the same table
+    ref = _table(tmp_path, pair, vs, whole, split, "f")
+    for block in [(shape[0], shape[1], shape[2] // 2), (shape[0] // 2 + 1, shape[1] // 2 - 3, shape[2] // 3)]:
+        got = _table(tmp_path, pair, vs, block, split, f"g{block}")
+        assert all(np.allclose(ref[k], got[k]) for k in ref), block
+    assert sorted(ref["voxels"]) == [int((pair > 128).sum()) // 2] * 2  # two mirror halves
+
+
+def test_split_tables_do_not_depend_on_the_blocks(tmp_path):
+    """Many pores, some touching, some clumps too large to split, cut by block faces of several shapes:
+    with --split the object table is the same as in one block; large clumps stay whole and merge."""
+    from sessions.measure import split_settings
+
+    rng = np.random.default_rng(4)
+    vs, shape = (10.0, 10.0, 10.0), (60, 120, 140)
+    centres = []
+    for _ in range(10):  # pairs 130 nm apart in a random direction
+        c = rng.uniform(80, np.array(shape) * 10 - 80)
+        d = rng.normal(size=3)
+        centres += [c, c + 130 * d / np.linalg.norm(d)]
+    centres += [rng.uniform(60, np.array(shape) * 10 - 60) for _ in range(6)]
+    vol = _spheres(shape, vs, centres, 68)
+    rod = _spheres(shape, vs, [(300, 450, x) for x in (200, 330, 460, 590)], 75)  # 540 nm long: more than 400
+    vol = np.maximum(vol, rod)
+    split = split_settings()
+    ref = _table(tmp_path, vol, vs, shape, split, "one")
+    plain = _table(tmp_path, vol, vs, shape, None, "plain")
+    assert len(ref["voxels"]) > len(plain["voxels"])  # touching pairs were split
+    # the rod (and whatever touches it) is whole: too large to be a clump of pores
+    assert ref["voxels"].max() == plain["voxels"].max() >= (rod > 128).sum()
+    for block in [(16, 32, 32), (25, 41, 37), (60, 120, 70)]:
+        got = _table(tmp_path, vol, vs, block, split, f"b{block}")
+        assert len(got["voxels"]) == len(ref["voxels"]), block
+        assert all(np.allclose(ref[k], got[k]) for k in ref), block
+    with pytest.raises(ValueError, match="split the pores, not the envelope"):
+        objects.label_volume(vol, tmp_path / "k", vs, block=shape, split=split, keep_labels=True)
+
+
+# ----------------------------------------------------------------- the measure job as array tasks + final step
+def test_measure_as_array_tasks_equals_one_job_and_a_killed_task_resumes(tmp_path):
+    """prepare → 3 tasks (any order; one killed part-way and rerun) → finalize: the same tables and readout as
+    the single job; each task's ledger (npz per block and pass) in its own tasks/<i>/; progress from them."""
+    import pyarrow.parquet as pq
+
+    from remote import job_array
+    from remote.run import main
+    from sessions import jobs
+    from sessions.jobfiles import atomic_write_json
+    from sessions.measure import split_settings
+
+    spec, truth = truth_spec(tmp_path, (48, 192, 192), 12.0, 7)  # 2×2×2 blocks of 32×96×96
+    spec = {**spec, "kind": "measure", "job_id": "m", "pores": {**spec["pores"], "split": split_settings()}}
+    one = tmp_path / "one"
+    one.mkdir()
+    single = objects.measure(spec, one)
+    d = tmp_path / "arr"
+    d.mkdir()
+    atomic_write_json(d / "spec.json", spec)
+    assert job_array.prepare(spec, d, 3) == {"tasks": 3, "blocks": 8, "passes": 2}
+    assert jobs.array_info(d)["tasks"] == 3 and jobs.blocks_done(d) == 0
+    for t in (2, 0):
+        assert main([str(d), "--task", str(t)]) == 0
+    assert main([str(d), "--finalize"]) == 1  # task 1 has not run
+    assert "6 of 16 blocks were not labelled" in json.loads((d / "result.json").read_text())["error"]
+    assert main([str(d), "--task", "1"]) == 0
+    assert jobs.blocks_done(d) == 16
+    # task 0 killed part-way: two of its ledger entries missing; a rerun labels only those
+    ledger = sorted((d / "tasks" / "0").glob("*/*.npz"))
+    kept = {f: f.stat().st_mtime_ns for f in ledger[1:-1]}
+    for f in (ledger[0], ledger[-1]):
+        f.unlink()
+    assert jobs.blocks_done(d) == 14
+    assert main([str(d), "--task", "0"]) == 0
+    assert all(f.exists() for f in ledger) and all(f.stat().st_mtime_ns == m for f, m in kept.items())
+    assert main([str(d), "--finalize"]) == 0
+    res = json.loads((d / "result.json").read_text())
+    assert res["status"] == "completed" and res["tasks"] == 3 and res["readout"] == single["readout"]
+    assert res["readout"]["pores"] == truth["pore_count"]
+    for name in ("pores", "nuclei"):
+        assert pq.read_table(d / f"{name}.parquet").equals(pq.read_table(one / f"{name}.parquet")), name
+    assert not (d / "work").exists() and not list(d.glob("tasks/*/*/*.npz"))  # scratch gone, logs kept
+    assert all((d / "tasks" / str(t) / "result.json").is_file() for t in range(3))

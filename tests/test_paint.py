@@ -97,7 +97,7 @@ async def test_paint_erase_undo_redo_commit_voxel_for_voxel(root):
         await pilot.press("b")                        # crop box at the view, one slice deep (z 8)
         box = screen.ann.box
         assert box.shape[0] == 1 and box.offset[0] == 8 and not box.overlaps(Box((14, 0, 48), (2, 16, 16)))
-        await pilot.press("d", "c")                   # paint, class 2 (mito)
+        await pilot.press("d")                        # paint: the brush starts on the target (mito)
         assert "paint mito" in status(screen) and "(1 voxels)" in status(screen)
         await pilot.press("space", "right", "space")  # (8,32,32), (8,32,33)
         await pilot.press("t", "down", "down", "t")   # pen down: (8,33,33), (8,34,33), one undo step
@@ -171,7 +171,7 @@ async def test_mouse_drag_paints_and_undoes_as_one_stroke(root):
     app = FibApp(root, refresh_s=5)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await open_viewer(app, pilot)
-        await pilot.press("b", "d", "c")
+        await pilot.press("b", "d")
         await pilot.mouse_down(SliceView, offset=(40, 10))
         for x in range(41, 50):
             await pilot.hover(SliceView, offset=(x, 10))
@@ -188,7 +188,7 @@ async def test_a_killed_viewers_autosave_is_offered_back_and_commits_the_same_vo
     app = FibApp(root, refresh_s=5)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await open_viewer(app, pilot)
-        await pilot.press("plus", "plus", "b", "d", "c", "space", "left", "space", "up", "space")
+        await pilot.press("plus", "plus", "b", "d", "space", "left", "space", "up", "space")
         painted = dict(screen.ann.vox)
         await wait_for(pilot, lambda: (a := Annotation.load(root)) is not None and a.vox == painted)
     # the app ends without committing (as a dropped connection would leave it); a new one starts
@@ -256,7 +256,7 @@ async def test_painting_in_xz_maps_to_the_right_voxels(root):
         await pilot.press("b")
         box = screen.ann.box
         assert box.offset[1] == 32 and box.shape[1] == 1   # one slice deep along y
-        await pilot.press("d", "c", "space", "down", "space")
+        await pilot.press("d", "space", "down", "space")
         zyx, vals = screen.ann.arrays()
         assert sorted(map(tuple, zyx.tolist())) == [(8, 32, 32), (9, 32, 32)] and set(vals.tolist()) == {2}
         assert "brush = y 32, z 9:10, x 32:33 (1 voxels)" in status(screen)

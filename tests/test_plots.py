@@ -84,11 +84,11 @@ def add_prediction(root, raw: np.ndarray) -> None:
 
 CURVES = {"loss": ([0, 100, 200, 300], [1.0, 0.6, 0.4, 0.31]), "lr": ([0, 100, 200, 300], [1e-3, 8e-4, 5e-4, 2e-4])}
 SCORES = [{"round": 1, "job": "r1-evaluate-1", "iou": 0.60, "f1": 0.75, "precision": 0.7, "recall": 0.8,
-           "regions": [1, 2, 3]},
+           "object_f1": 0.5, "regions": [1, 2, 3]},
           {"round": 2, "job": "r2-evaluate-1", "iou": 0.701, "f1": 0.824, "precision": 0.8, "recall": 0.85,
-           "regions": [1, 2, 3]},
+           "object_f1": 0.64, "regions": [1, 2, 3]},
           {"round": 3, "job": "r3-evaluate-1", "iou": 0.612, "f1": 0.83, "precision": 0.7, "recall": 0.9,
-           "regions": [1, 2, 3]}]
+           "object_f1": 0.71, "regions": [1, 2, 3]}]
 WARNING = "round 3 IoU 0.612 < round 2 0.701 on the same held-out regions"
 
 
@@ -111,6 +111,8 @@ async def test_plots_with_and_without_data(root, size):
             assert "iteration" in shown
         shown = text(scores)
         assert "IoU 0.612" in shown and "F1 0.830" in shown and "r2" in shown
+        if size[1] >= 60:
+            assert "object F1 0.710" in shown and "▲" in shown, "object F1: its own series, in the header too"
         assert "round 3 IoU 0.612 < round 2 0.701" in shown, "the regression is spelled out"
         assert "✗" in shown, "the regressing round is marked"
         assert "round 3 IoU" in str(scores.border_subtitle)
@@ -194,3 +196,24 @@ async def test_preview_notice_then_prediction(root):
         await wait_for(pilot, lambda: preview.strips and preview.strips[0].cell_length == preview.size.width
                        and len(preview.strips) == preview.size.height)
         assert preview.size.width < w
+
+
+async def test_score_plot_draws_object_f1_per_target(root):
+    """Object F1 is a series of its own, one line per target class, and a round scored only on objects is shown."""
+    app = PlotsApp(root)
+    rows = [{**SCORES[0], "target": "envelope"}, {**SCORES[1], "target": "envelope"},
+            {**SCORES[2], "target": "pore"}, {"round": 4, "job": "r4-evaluate-1", "iou": None, "f1": None,
+                                              "object_f1": 0.9, "target": "pore", "regions": [1, 2, 3]}]
+    async with app.run_test(size=(200, 60)) as pilot:
+        scores = app.query_one(ScorePlot)
+        drawn = []
+        real = scores._plot.plot
+        scores._plot.plot = lambda *a, **k: (drawn.append((list(a[0]), list(a[1]), k.get("color"))), real(*a, **k))
+        assert scores.show(rows, [])
+        await pilot.pause()
+        shown = text(scores)
+        assert "object F1 0.900" in shown and "r4 pore" in shown and "IoU" not in shown.splitlines()[0]
+    from fibtui.tui.widgets.plots import OBJ_RGB
+
+    obj = [(xs, ys) for xs, ys, c in drawn if c == OBJ_RGB]
+    assert ([1, 2], [0.5, 0.64]) in obj and ([3, 4], [0.71, 0.9]) in obj  # envelope's line, pore's line

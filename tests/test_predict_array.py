@@ -20,7 +20,7 @@ def setup(tmp_path_factory):
 
 
 def test_tasks_then_finalize_equal_one_process(setup, tmp_path):
-    from remote import predict, predict_array
+    from remote import job_array, predict
     from remote.run import main
     from sessions import jobs
     from sessions.volumes import omezarr
@@ -30,7 +30,7 @@ def test_tasks_then_finalize_equal_one_process(setup, tmp_path):
     d = tmp_path / "job"
     d.mkdir()
     atomic_write_json(d / "spec.json", spec)
-    info = predict_array.prepare(spec, d, 9)
+    info = job_array.prepare(spec, d, 9)
     assert info == {"tasks": 4, "blocks": 4}  # capped at the number of blocks
     assert jobs.array_info(d) == info and jobs.blocks_done(d) == 0
     for t in (2, 0, 3, 1):  # any order
@@ -49,7 +49,7 @@ def test_tasks_then_finalize_equal_one_process(setup, tmp_path):
 
 
 def test_finalize_refuses_missing_blocks(setup, tmp_path):
-    from remote import predict_array
+    from remote import job_array
     from remote.run import main
     from sessions.jobfiles import atomic_write_json
 
@@ -57,7 +57,7 @@ def test_finalize_refuses_missing_blocks(setup, tmp_path):
     d = tmp_path / "job"
     d.mkdir()
     atomic_write_json(d / "spec.json", spec)
-    predict_array.prepare(spec, d, 2)
+    job_array.prepare(spec, d, 2)
     assert main([str(d), "--task", "0"]) == 0
     assert main([str(d), "--finalize"]) == 1
     res = json.loads((d / "result.json").read_text())
@@ -74,3 +74,13 @@ def test_run_usage_and_unknown_kind(tmp_path):
     assert "unknown job kind 'noop'" in json.loads((tmp_path / "result.json").read_text())["error"]
     started = read_events(tmp_path)[0][0]
     assert started["type"] == "started" and started["gpus"] == 0
+
+
+def test_array_kinds_and_a_kind_that_cannot_be_an_array(tmp_path):
+    from remote import job_array
+    from sessions.jobs import ARRAY_KINDS
+
+    assert set(job_array.HOOKS) == ARRAY_KINDS == {"predict", "measure"}
+    with pytest.raises(ValueError, match="a train job cannot run as a job array"):
+        job_array.prepare({"kind": "train"}, tmp_path, 2)
+    assert job_array.main([str(tmp_path)]) == 2

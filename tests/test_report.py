@@ -79,7 +79,7 @@ def test_report_has_every_section_and_its_images(recorded, tmp_path):
     for text in ("The question and the current answer", "How many blobs are there", "not measured yet",
                  "Round 1", "r1-train-1", "GPU-hours", "wall time", "False positives red", "Messages and interventions",
                  "labelled one corner crop", "Provenance", "blake3-voxels:", "training spec", "checkpoint",
-                 "sha256:", "IoU"):
+                 "sha256:", "IoU", "object F1"):
         assert text in html, text
     p = Images()
     p.feed(html)
@@ -153,3 +153,24 @@ def test_answer_shows_the_pore_measurement_when_there_is_one(recorded, tmp_path)
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "212 pores on 31.40 µm² of nuclear envelope" in html and "6.75 per µm²" in html
     assert "nucleus 1: 212 pores" in html and "not measured yet" not in html
+
+
+def test_score_plot_has_object_f1_per_target(tmp_path, monkeypatch):
+    """The report's score figure: object F1 is a series of its own beside IoU and F1, one line per target class."""
+    from fibtui.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or (1, 1))
+    rows = [{"round": 1, "iou": 0.5, "f1": 0.6, "object_f1": 0.4, "target": "envelope"},
+            {"round": 2, "iou": 0.6, "f1": 0.7, "object_f1": 0.55, "target": "envelope"},
+            {"round": 3, "iou": 0.3, "f1": 0.4, "object_f1": 0.7, "target": "pore"},
+            {"round": 4, "iou": None, "f1": None, "object_f1": 0.8, "target": "pore"}]
+    assert plots.scores(rows, tmp_path / "s.png") == (1, 1)
+    lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in figs[0].axes[0].get_lines()}
+    assert lines["object F1 · envelope"] == ([1, 2], [0.4, 0.55])
+    assert lines["object F1 · pore"] == ([3, 4], [0.7, 0.8])
+    assert lines["IoU · pore"] == ([3], [0.3]) and "precision · pore" not in lines
+    plots.scores([{**r, "target": "pore"} for r in rows[2:]], tmp_path / "one.png")
+    assert {ln.get_label() for ln in figs[1].axes[0].get_lines()} == {"IoU", "F1", "object F1"}
+    for fig in figs:
+        plots._plt().close(fig)

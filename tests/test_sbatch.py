@@ -55,6 +55,9 @@ def test_sbatch_options():
     pred = sbatch_script(PREDICT, "/g/s/jobs/r2-predict-1", GPU, "python")
     assert "--signal" not in pred and "exec python -m remote.run" in pred
     assert "--cpus-per-task=4" in sbatch_script(TRAIN, "/g/j", ClusterProfile(), "py")  # else the job's threads
+    for kind in ("evaluate", "measure"):  # no network: no GPU requested, the profile's GPU stays free
+        text = sbatch_script({"kind": kind, "job_id": f"r2-{kind}-1"}, f"/g/s/jobs/r2-{kind}-1", GPU, "python")
+        assert "--gres" not in text and "--gpus" not in text
 
 
 def test_sbatch_escapes_percent_and_refuses_unsafe_dirs():

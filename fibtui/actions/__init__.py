@@ -27,6 +27,7 @@ from fibtui.actions.base import (
     path,
     text,
     triple,
+    yes_no,
 )
 from fibtui.actions.defaults import (
     EXECUTOR,
@@ -39,6 +40,7 @@ from fibtui.actions.defaults import (
     first_resumable,
     first_unlabelled_region,
     last_threshold,
+    latest_executor,
     resumable_jobs,
     round_numbers,
     round_target,
@@ -58,10 +60,14 @@ from fibtui.actions.rounds import (
     label_holdout,
     new_round,
     predict,
+    preview_job,
     resume,
     train,
 )
 from sessions.workspace import Session
+
+BLOCK = Param("block", "--block", "Block Z,Y,X", triple(), None, "block shape (default 32,256,256)")
+THREADS = Param("threads", "--threads", "CPU threads", integer(0), 0, "CPU threads (0: all)")
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("new_round", "New round", "N", "Start the next labeling round (crops added from now on belong to it)",
@@ -101,16 +107,26 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("levels", "--levels", "Levels", integer(1), None,
                   "U-Net levels (default: the starting model's, else 4)"),
             Param("seed", "--seed", "Seed", integer(0), 0, "random seed"),
-            Param("threads", "--threads", "CPU threads", integer(0), 0, "CPU threads (0: all)"),
+            THREADS,
             Param("init", "--from", "Start from", init_source, "auto",
                   "auto (this target's last model), scratch, or a round number",
                   choices=lambda s: ["auto", "scratch", *round_numbers(s)]),
             EXECUTOR), train, cli="fibtui round train"),
     Action("predict", "Predict", "p", "Predict the whole volume blockwise with the round's model",
+           (ROUND, BLOCK, THREADS, EXECUTOR), predict, cli="fibtui round predict"),
+    # the viewer's P over the in-process bound, and `fibtui round preview`; its key is the viewer's (the session
+    # screen binds no key to it: a region is something seen in the viewer)
+    Action("preview_job", "Preview region as a job", "P",
+           "Predict only the blocks overlapping a region, as a small job (never the round's prediction)",
            (ROUND,
-            Param("block", "--block", "Block Z,Y,X", triple(), None, "block shape (default 32,256,256)"),
-            Param("threads", "--threads", "CPU threads", integer(0), 0, "CPU threads (0: all)"),
-            EXECUTOR), predict, cli="fibtui round predict"),
+            Param("region", "--region", "Region", box_range, None,
+                  "the region to predict, z0:z1,y0:y1,x0:x1 in level-0 voxels", required=True),
+            Param("model", "--model", "Model", text, None,
+                  "a training job id or a model.pt file (default: the round's model)"),
+            VOLUME, BLOCK, THREADS,
+            Param("executor", "--executor", "Executor", text, latest_executor,
+                  "where the job runs (default: where the session's latest job ran, else local)",
+                  choices=executors)), preview_job, cli="fibtui round preview"),
     Action("evaluate", "Evaluate", "e", "Score the round's prediction on the held-out regions",
            (ROUND,
             Param("threshold", "--threshold", "Threshold", number(gt=0, lt=1), last_threshold,
@@ -129,6 +145,12 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("high", "--high", "Hysteresis high", number(gt=0, lt=1), None,
                   "keep only pores reaching this probability (hysteresis; default: off)"),
             Param("block", "--block", "Block Z,Y,X", triple(), None, "block shape (default 64,256,256)"),
+            Param("split", "--split", "Split touching", yes_no, "no",
+                  "split touching pores apart (distance-transform watershed; default: no)",
+                  choices=lambda s: ["no", "yes"], switch=True),
+            Param("array_tasks", "--array-tasks", "Array tasks", integer(1), None,
+                  "on Slurm, label the blocks as a job array of this many tasks (default: the profile's "
+                  "array_tasks)"),
             EXECUTOR), measure, cli="fibtui measure"),
     Action("resume", "Resume training", "u", "Continue a stopped training from its checkpoint, as a new attempt",
            (Param("round_n", "--round", "Round", integer(1), None, "look for the training in this round only",

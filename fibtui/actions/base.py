@@ -60,12 +60,22 @@ def path(value: str, flag: str) -> Path:
     return p
 
 
+def yes_no(value: str, flag: str) -> bool:
+    """A switch's text: yes/no (the form), or `yes` from a bare flag on the command line."""
+    v = value.strip().lower()
+    if v in ("yes", "y", "true", "on", "1"):
+        return True
+    if v in ("no", "n", "false", "off", "0"):
+        return False
+    raise FibError(f"{flag} {value!r}: expected yes or no")
+
+
 def names(value: str, flag: str) -> list[str]:
     return [c.strip() for c in value.split(",")]
 
 
 def box_range(value: str, flag: str) -> Box:
-    """`z0:z1,y0:y1,x0:x1` → Box."""
+    """`z0:z1,y0:y1,x0:x1` → Box (sessions.geometry.fmt_range writes it)."""
     try:
         parts = [tuple(int(v) for v in p.split(":")) for p in value.split(",")]
         assert len(parts) == 3 and all(len(p) == 2 and 0 <= p[0] < p[1] for p in parts)
@@ -95,6 +105,7 @@ class Param:
     help: str = ""
     choices: Callable[[Session], list[str]] | None = None  # the form offers these (the CLI takes any text)
     required: bool = False
+    switch: bool = False           # a bare flag on the command line (given: "yes"); parse with yes_no
 
     def default_text(self, session: Session, ctx: dict) -> str:
         v = self.default(session, ctx) if callable(self.default) else self.default

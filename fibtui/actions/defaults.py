@@ -79,6 +79,13 @@ def executors(session: Session) -> list[str]:
         return ["local", "slurm"]
 
 
+def latest_executor(session: Session, ctx: dict) -> str:
+    """Where the session's latest job ran (local when none): a preview job goes where the curator's jobs go,
+    not onto the login node the viewer runs on."""
+    row = next(session.db["jobs"].rows_where(order_by="rowid desc", limit=1), None)
+    return row["executor"] if row else "local"
+
+
 def last_threshold(session: Session, ctx: dict) -> float:
     row = next(session.db["jobs"].rows_where("kind = 'evaluate'", order_by="rowid desc", limit=1), None)
     return (jobs.spec(session, row) or {}).get("threshold", 0.5) if row else 0.5

@@ -1,5 +1,5 @@
-"""The round actions: new round, crops, held-out regions, train, predict, evaluate, resume, cancel,
-and the questions asked before the irreversible ones."""
+"""The round actions: new round, crops, held-out regions, train, predict, preview job, evaluate, resume,
+cancel, and the questions asked before the irreversible ones."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 from fibtui.actions.base import Context, _dispatcher, log
 from fibtui.actions.defaults import last_threshold
+from remote import preview
 from sessions import jobs, labels, rounds
 from sessions.errors import FibError
-from sessions.geometry import Box
+from sessions.geometry import Box, fmt_range
 from sessions.volumes import catalog
 from sessions.workspace import Session
 
@@ -76,6 +77,31 @@ def predict(session: Session, ctx: Context, *, round_n: int | None, block, threa
         {"kind": "predict", "executor": executor, "block": ",".join(map(str, block)) if block else None,
          "model": spec["train_job"]})
     return {**job, "summary": f"submitted {job['id']} on {executor} (model of {spec['train_job']})"}
+
+
+def preview_job_spec(session: Session, v: dict) -> tuple[dict, dict]:
+    """(round, spec) of the preview job the parsed values `v` ask for: every check, nothing written (the
+    viewer runs this before it asks whether to submit)."""
+    rnd = rounds.get(session, v["round_n"])
+    spec = preview.job_spec(session, v["region"], v["model"], round_n=rnd["n"],
+                            volume=v["volume"] or catalog.default_volume(session), block=v["block"],
+                            threads=v["threads"])
+    return rnd, spec
+
+
+def preview_job(session: Session, ctx: Context, *, round_n: int | None, region: Box, model: str | None,
+                volume: str | None, block, threads: int, executor: str) -> dict:
+    """A region too large to preview in process, predicted as a small job of kind `preview` (never the
+    round's prediction: that is kind `predict`)."""
+    rnd, spec = preview_job_spec(session, {"round_n": round_n, "region": region, "model": model, "volume": volume,
+                                           "block": block, "threads": threads})
+    job = _dispatcher(session, ctx).submit(rnd["n"], "preview", spec, executor)
+    log(session, ctx, "job submitted", "job", job["id"], rnd["n"],
+        {"kind": "preview", "executor": executor, "region": fmt_range(region), "volume": spec["volume"]["name"],
+         "block": ",".join(map(str, block)) if block else None, "model": spec["model_label"]})
+    return {**job, "model": spec["model_label"],
+            "summary": f"submitted preview {job['id']} on {executor}: {region.size:,} voxels at {region} "
+                       f"(model {spec['model_label']})"}
 
 
 def evaluate(session: Session, ctx: Context, *, round_n: int | None, threshold: float, executor: str) -> dict:

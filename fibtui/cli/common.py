@@ -66,9 +66,13 @@ def action_options(name: str, skip: tuple[str, ...] = ()):
         for p in reversed(ACTIONS[name].params):
             if p.name in skip:
                 continue
-            default = "" if callable(p.default) or p.default is None else f"  [default: {p.default}]"
-            f = click.option(p.flag, p.name, default=None, metavar=p.label.upper().replace(" ", "_"),
-                             help=(p.help[:1].upper() + p.help[1:] + "." if p.help else p.label) + default)(f)
+            default = "" if callable(p.default) or p.default is None or p.switch else f"  [default: {p.default}]"
+            text = (p.help[:1].upper() + p.help[1:] + "." if p.help else p.label) + default
+            if p.switch:  # a bare flag: "yes" when given, else None (the action's default)
+                f = click.option(p.flag, p.name, is_flag=True, flag_value="yes", default=None, help=text)(f)
+            else:
+                f = click.option(p.flag, p.name, default=None, metavar=p.label.upper().replace(" ", "_"),
+                                 help=text)(f)
         return f
     return deco
 

@@ -1,4 +1,4 @@
-"""Round and job commands: new round, train, predict, evaluate, cancel; jobs; status."""
+"""Round and job commands: new round, train, predict, preview, evaluate, cancel; jobs; status."""
 
 from __future__ import annotations
 
@@ -102,6 +102,19 @@ def round_predict(session_dir, detach, as_json, **raw) -> None:
     """Predict the whole volume blockwise with the round's model."""
     s = open_dir(session_dir)
     _follow_submitted(s, run_action(s, "predict", raw), detach, as_json)
+
+
+@round_.command("preview")
+@_job_command
+@action_options("preview_job")
+def round_preview(session_dir, detach, as_json, **raw) -> None:
+    """Predict only the blocks overlapping --region, as a small job of kind preview.
+
+    For a region too large to preview in the viewer (P there asks to send it here). Its output is never
+    taken for the round's prediction: evaluation, measuring and export read `round predict`'s.
+    """
+    s = open_dir(session_dir)
+    _follow_submitted(s, run_action(s, "preview_job", raw), detach, as_json)
 
 
 @round_.command("eval")

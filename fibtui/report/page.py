@@ -47,6 +47,11 @@ def _fmt(v, digits: int = 3) -> str:
     return escape(str(v))
 
 
+def _sig(v) -> str:
+    """Three significant digits: a pore's volume is ~0.0007 µm³, which fixed decimals print as 0.0000."""
+    return "–" if v is None else f"{v:.3g}"
+
+
 def _dur(s) -> str:
     if s is None:
         return "–"
@@ -76,11 +81,11 @@ def _question_answer(data: dict) -> str:
     sc = a["scores"]
     rows = [] if not sc else [f"<p>Round {a['round']} (target <b>{escape(str(a['target']))}</b>), on the frozen random held-out regions: "
             f"IoU {_fmt(sc.get('iou'))}, F1 {_fmt(sc.get('f1'))}, precision {_fmt(sc.get('precision'))}, "
-            f"recall {_fmt(sc.get('recall'))}.</p>"]
+            f"recall {_fmt(sc.get('recall'))}; object F1 {_fmt(sc.get('object_f1'))}.</p>"]
     ob = a["objects"] or {}
     if ob:
         rows.append(f"<p>Whole volume: {ob.get('count')} objects, {_fmt(ob.get('density_per_um3'), 2)} per µm³ "
-                    f"(median size {_fmt(ob.get('median_size_um3'), 4)} µm³, in {_fmt(ob.get('volume_um3'), 2)} µm³).</p>")
+                    f"(median size {_sig(ob.get('median_size_um3'))} µm³, in {_fmt(ob.get('volume_um3'), 2)} µm³).</p>")
     pores = a.get("pores")
     if pores:
         r = pores["readout"]
@@ -103,12 +108,13 @@ def _question_answer(data: dict) -> str:
 
 def _rounds_table(data: dict) -> str:
     head = ("<tr><th>round</th><th>target</th><th>crops</th><th>IoU</th><th>F1</th><th>precision</th><th>recall</th>"
-            "<th>wall time</th><th>GPU-hours</th></tr>")
+            "<th>object F1</th><th>wall time</th><th>GPU-hours</th></tr>")
     body = []
     for r in data["rounds"]:
         m = (r["evaluation"] or {}).get("metrics", {})
         body.append(f"<tr><td>{r['n']}</td><td>{_fmt(r['target'])}</td><td class='num'>{r['crops']}</td>"
-                    + "".join(f"<td class='num'>{_fmt(m.get(k))}</td>" for k in ("iou", "f1", "precision", "recall"))
+                    + "".join(f"<td class='num'>{_fmt(m.get(k))}</td>" for k in ("iou", "f1", "precision", "recall",
+                                                                          "object_f1"))
                     + f"<td class='num'>{_dur(r['wall_s'])}</td><td class='num'>{_fmt(r['gpu_hours'], 3)}</td></tr>")
     warn = "".join(f'<p class="warn">⚠ {escape(w)}</p>' for w in data["regressions"])
     return f"<table>{head}{''.join(body)}</table>{warn}"

@@ -79,20 +79,33 @@ def timeline(rounds: list[dict], events: list[dict], path: Path) -> tuple[int, i
     return _save(fig, path)
 
 
+# the held-out scores per round: key, legend label, line style, colour
+SCORE_SERIES = (("iou", "IoU", "o-", "#1f77b4"), ("f1", "F1", "s--", "#2ca02c"),
+                ("object_f1", "object F1", "^-", "#ff7f0e"), ("precision", "precision", ":", "#9467bd"),
+                ("recall", "recall", "-.", "#8c564b"))
+
+
 def scores(scores: list[dict], path: Path) -> tuple[int, int] | None:
+    """Held-out scores per round: one line per score and target class (an envelope round is not followed by a
+    pore round), object F1 (objects matched by centroid) beside the voxel scores."""
     if not scores:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3))
     xs = [s["round"] for s in scores]
-    for key, style in (("iou", "o-"), ("f1", "s--"), ("precision", ":"), ("recall", "-.")):
-        vals = [np.nan if s.get(key) is None else s[key] for s in scores]
-        ax.plot(xs, vals, style, label=key)
+    targets = list(dict.fromkeys(s.get("target") for s in scores))
+    for key, label, style, colour in SCORE_SERIES:
+        for i, target in enumerate(targets):
+            pts = [(s["round"], s[key]) for s in scores if s.get("target") == target and s.get(key) is not None]
+            if pts:
+                name = label + (f" · {target}" if len(targets) > 1 and target else "")
+                ax.plot([x for x, _ in pts], [y for _, y in pts], style, color=colour, label=name,
+                        alpha=1.0 if i % 2 == 0 else 0.6)
     ax.set_xticks(xs)
     ax.set_xlabel("round")
     ax.set_ylim(0, 1.02)
     ax.set_title("Held-out scores per round", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7 if len(targets) > 1 else 8, loc="lower right", ncol=2 if len(targets) > 1 else 1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

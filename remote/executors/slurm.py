@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.executors.base import Executor, JobStatus, deleted_reason, read_tail
-from remote.predict_array import task_dir
+from remote.job_array import task_dir
 from remote.profiles import ClusterProfile
 from remote.sbatch import ARRAY_SCRIPT, FINAL_SCRIPT, SCRIPT, sbatch_array_scripts, sbatch_script
 from sessions.errors import FibError
 from sessions.jobfiles import SPEC, STDERR, read_json, read_result, tail
-from sessions.jobs import array_info
+from sessions.jobs import ARRAY_KINDS, array_info
 
 # squeue --Format fields (width + "|" suffix; values are stripped). JobID alone is the raw id of an
 # array task (or the array's id while its tasks are still pending together): key tasks by
@@ -192,7 +192,7 @@ def _base(state: str) -> str:
 
 
 def ids_of(external_id: str) -> list[str]:
-    """Slurm job ids behind one external id: `123` or, for a prediction array, `<array>,<final step>`."""
+    """Slurm job ids behind one external id: `123` or, for a job array, `<array>,<final step>`."""
     return [i for i in str(external_id).split(",") if i]
 
 
@@ -221,8 +221,9 @@ class SlurmExecutor(Executor):
         return sbatch_script(read_json(Path(job_dir) / SPEC), run_dir, self.profile, self.python)
 
     def array_tasks(self, spec: dict) -> tuple[int, int | None]:
-        """(tasks, throttle) for a prediction: the spec's `array_tasks`, else the profile's; 1 = no array."""
-        if spec.get("kind") != "predict":
+        """(tasks, throttle) for a kind that can run as an array (prediction, measure): the spec's
+        `array_tasks`, else the profile's; 1 = no array."""
+        if spec.get("kind") not in ARRAY_KINDS:
             return 1, None
         tasks = spec.get("array_tasks") or self.profile.array_tasks or 1
         throttle = spec.get("array_throttle") or self.profile.array_throttle
@@ -429,14 +430,14 @@ class SlurmExecutor(Executor):
         spec = read_json(job_dir / SPEC)
         tasks, _ = self.array_tasks(spec)
         if tasks > 1:
-            from remote.predict_array import prepare
+            from remote.job_array import prepare
 
             try:
                 info = prepare(spec, job_dir, tasks)  # the login node shares the filesystem: create the store here
             except FibError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise FibError(f"job {job_dir.name}: could not prepare the prediction array ({e})") from None
+                raise FibError(f"job {job_dir.name}: could not prepare the job array ({e})") from None
             self.write_array_scripts(job_dir, str(job_dir), info["tasks"])
             return self.sbatch_array(str(job_dir), job_dir.name)
         text = self.script(job_dir, str(job_dir))

@@ -482,17 +482,17 @@ class SSHExecutor(Executor):
         return self._start(self.push(job_dir))
 
     def _submit_array(self, job_dir: Path, rdir: str, tasks: int) -> str:
-        """Push, create the output store and task dirs on the remote side, then the array + final step."""
+        """Push, create what the tasks share and their dirs on the remote side, then the array + final step."""
         import json
 
         self.push(job_dir)
         q = shlex.quote
         script = "\n".join([*self.remote_setup, f"cd {q(rdir)} || exit 4", *self.profile.setup,
-                            f"{q(self.python)} -m remote.predict_array {q(rdir)} {int(tasks)}"])
+                            f"{q(self.python)} -m remote.job_array {q(rdir)} {int(tasks)}"])
         rc, out, err = self.conn.run(script, timeout=300)
         lines = out.strip().splitlines()
         if rc != 0 or not lines:
-            raise FibError(f"ssh {self.conn.alias}: could not prepare the prediction array in {rdir} "
+            raise FibError(f"ssh {self.conn.alias}: could not prepare the job array in {rdir} "
                            f"({(err or out).strip().splitlines()[-1][:200] if (err or out).strip() else f'exit {rc}'})")
         info = json.loads(lines[-1])
         self._slurm.write_array_scripts(job_dir, rdir, int(info["tasks"]))

@@ -159,6 +159,8 @@ class ViewerScreen(CuratorTools, ViewerWorkers, Screen):
 
     def on_pending_work(self, message: PendingWork) -> None:
         self.round_n, self.target = message.round_n, message.target
+        if self.target in (self.class_names or []):   # the brush starts on the round's target class
+            self.cls = self.class_names.index(self.target) + 1
         self.heldout, self.crops = message.heldout, message.crops
         self.compose_frame()
         ann = message.annotation

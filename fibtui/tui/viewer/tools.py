@@ -18,6 +18,7 @@ import numpy as np
 from rich.text import Text
 from textual.binding import Binding
 
+import remote.preview
 from fibtui.tui.viewer.frame import NORMAL_NAME, ScreenMap
 from sessions import annotations
 from sessions.annotations import Annotation
@@ -29,6 +30,7 @@ MAX_PAINT_STEP = 4          # level-0 voxels per screen pixel (per side) above w
 BRUSH_SIZES = (1, 2, 3, 5, 8)
 PROOFREAD_DEPTH = 4         # slices each side of the view's slice in a proofreading region without a box
 PROOFREAD_MAX_VOXELS = 2_000_000
+PREVIEW_POLL_S = 2.0        # a pending preview job is polled this often (a refresh in a worker)
 PAINT, BOX, PROOF = Binding.Group("Paint"), Binding.Group("Crop box"), Binding.Group("Proofread")
 TOOLS = {"class": "paint", "not": "not the target", "erase": "erase"}
 
@@ -63,7 +65,8 @@ TOOL_BINDINGS = [
     Binding("n", "decide('rejected')", "Reject object", show=False, tooltip="Its voxels become not-target"),
     Binding("m", "missed", "Missed object here", show=False, tooltip="A target scribble at the cursor"),
     Binding("L", "suggest", "Where to label next", tooltip="Suggested crop boxes (never on held-out regions)"),
-    Binding("P", "preview", "Preview", tooltip="The round's model on the region in view, in seconds (≤ 2 M voxels)"),
+    Binding("P", "preview", "Preview", tooltip="The round's model on the region in view, in seconds (≤ 2 M voxels; "
+            "a larger region can go to the executor as a preview job)"),
     Binding("ctrl+o", "preview_with", "Preview with model", show=False,
             tooltip="Preview with a training job of this session or an exported model file"),
 ]
@@ -94,7 +97,11 @@ class CuratorTools:
         self.object_by = "size"
         self.tool_note = ""
         self.tool_error = False
-        self.preview: dict | None = None     # {"box", "prob", "label", "when", "seconds"}
+        self.preview: dict | None = None     # {"box", "prob", "label", "note"}
+        self.preview_job: dict | None = None  # the pending preview job: {"id", "box", "label", "shown"}
+        self.preview_timer = None            # polls it, only while one is pending
+        self.preview_poll = None             # the poll worker running now (never two at once)
+        self.executors: dict = {}            # the viewer's executors, kept across polls (one SSH connection)
         self.groups = itertools.count(1)
         self.group: int | None = None
 
@@ -221,7 +228,7 @@ class CuratorTools:
             parts.append(f"{len(self.ann.vox)} painted, {len(self.ann.decisions)} decisions"
                          + (f", box {self.ann.box}" if self.ann.box else ""))
         line = Text(" │ ".join(parts))
-        if self.tool_note:
+        if self.tool_note and self.tool_note != (self.preview or {}).get("note"):  # the preview's note is shown once
             line += Text((" │ " if parts else "") + self.tool_note, style="bold red" if self.tool_error else "")
         return line
 
@@ -448,9 +455,56 @@ class CuratorTools:
 
     # -- preview ------------------------------------------------------------------------
     def action_preview(self, model: str | None = None) -> None:
+        """In process up to the bound; a larger region (not in the read-only view: a job is written) is
+        offered to the executor as a preview job, whose result is overlaid when it ends."""
         box = self.box_at_view()
+        if box.size > remote.preview.MAX_VOXELS and not self.read_only():
+            return self.offer_preview_job(box, model or None)
         self.say(f"preview of {box} ({box.size:,} voxels) running…")
         self.preview_worker(box, model or None)
+
+    def offer_preview_job(self, box: Box, model: str | None) -> None:
+        if self.preview_job is not None:
+            return self.say(f"preview job {self.preview_job['id']} is still running: its overlay shows when it ends "
+                            "(c on the session screen cancels it)", True)
+        self.say(f"checking a preview job for {box}…")
+        self.preview_job_check(box, model)
+
+    def ask_preview_job(self, ask: dict) -> None:
+        """The checks passed (model, region): ask before a job is written."""
+        from fibtui.tui.screens.dialogs import ConfirmScreen
+
+        box = ask["box"]
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.say(f"submitting a preview job for {box}…")
+                self.submit_preview_job(ask["raw"], box)
+            else:
+                self.say("preview job not submitted")
+
+        self.app.push_screen(ConfirmScreen(
+            f"{box.size:,} voxels, over the {remote.preview.MAX_VOXELS:,} preview bound: send it to the executor as "
+            f"a preview job?\nModel {ask['label']}, on {ask['executor']}; the overlay shows when the job ends.",
+            yes="Submit"), answer)
+
+    def follow_preview_job(self, job: dict) -> None:
+        """Poll the submitted preview job every PREVIEW_POLL_S s until it ends (a timer only while one is pending)."""
+        self.preview_job = {**job, "shown": None}
+        if self.preview_timer is None:
+            self.preview_timer = self.set_interval(PREVIEW_POLL_S, self.poll_preview_job)
+
+    def end_preview_job(self) -> None:
+        self.preview_job = None
+        if self.preview_timer is not None:
+            self.preview_timer.stop()
+            self.preview_timer = None
+
+    def on_unmount(self) -> None:
+        """Leaving the viewer leaves no timer behind, and no open connection of its own."""
+        self.end_preview_job()
+        for ex in self.executors.values():
+            ex.close()
 
     def action_preview_with(self) -> None:
         from fibtui.tui.screens.dialogs import Field, FormScreen

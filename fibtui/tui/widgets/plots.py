@@ -2,10 +2,11 @@
 
 `LossPlot`: the loss of one training (all its attempts) against the
 iteration, with the learning rate on a second y axis at the right (scaled to
-a power of ten, so its ticks stay short). `ScorePlot`: held-out IoU and F1
-per round, lines with markers; a round that scores lower than the round
-before it on the same held-out regions is marked ✗ in red and the warning is
-printed in red under the plot (and in the border subtitle).
+a power of ten, so its ticks stay short). `ScorePlot`: held-out IoU, F1 and
+object F1 (objects matched by centroid) per round, one line per target class
+and score, with markers; a round that scores lower than the round before it on
+the same held-out regions is marked ✗ in red and the warning is printed in red
+under the plot (and in the border subtitle).
 
 Both take plain data (`sessions.metrics.curve` / `round_scores` /
 `regressions`), redraw only when it changed, and lay the figure out for the
@@ -24,7 +25,9 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 LOSS_RGB, LR_RGB, OTHER_RGB = (80, 170, 255), (255, 165, 0), (190, 120, 255)
-IOU_RGB, F1_RGB, WARN_RGB = (80, 170, 255), (0, 210, 120), (255, 70, 70)
+IOU_RGB, F1_RGB, OBJ_RGB, WARN_RGB = (80, 170, 255), (0, 210, 120), (255, 190, 40), (255, 70, 70)
+# the scores plotted per round: key, label, marker, colour
+SERIES = (("iou", "IoU", "●", IOU_RGB), ("f1", "F1", "◆", F1_RGB), ("object_f1", "object F1", "▲", OBJ_RGB))
 MIN_BODY = 3          # rows of plot below which only the header line is shown
 LABEL_ROWS = 14       # from this many rows of plot, the x axis gets a label line
 WARNED = re.compile(r"^round (\d+) ")
@@ -168,7 +171,7 @@ class LossPlot(MetricPlot):
 
 
 class ScorePlot(MetricPlot):
-    """Held-out IoU and F1 per round; regressions marked and spelled out in red."""
+    """Held-out IoU, F1 and object F1 per round; regressions marked and spelled out in red."""
 
     NOTICE = "no evaluation yet"
 
@@ -180,7 +183,7 @@ class ScorePlot(MetricPlot):
     def show(self, scores: list[dict], warnings: list[str]) -> bool:
         """`scores` as `sessions.metrics.round_scores` returns them, `warnings` as `regressions(scores)`.
         Returns whether anything changed (and so will be redrawn)."""
-        scores = [dict(s) for s in scores or [] if s.get("iou") is not None or s.get("f1") is not None]
+        scores = [dict(s) for s in scores or [] if any(s.get(key) is not None for key, *_ in SERIES)]
         warnings = list(warnings or [])
         if not self._changed((scores, warnings)):
             return False
@@ -198,9 +201,9 @@ class ScorePlot(MetricPlot):
         if self.warnings:
             n = len(self.warnings)
             parts.append(Text(f"✗ {n} regression{'s' * (n > 1)}", style=f"bold {rgb(WARN_RGB)}"))
-        for key, label, mark, colour in (("iou", "IoU", "━● ", IOU_RGB), ("f1", "F1", "━◆ ", F1_RGB)):
+        for key, label, marker, colour in SERIES:
             if last.get(key) is not None:
-                parts.append(Text(mark, style=rgb(colour)).append(f"{label} {last[key]:.3f}", style="bold"))
+                parts.append(Text(f"━{marker} ", style=rgb(colour)).append(f"{label} {last[key]:.3f}", style="bold"))
         regions = last.get("regions")
         parts.append(Text(f"round {last['round']}" + (f" · {len(regions)} held-out regions" if regions else ""),
                           style="dim"))
@@ -232,7 +235,7 @@ class ScorePlot(MetricPlot):
         rounds = [s["round"] for s in self.scores]
         values = []
         targets = list(dict.fromkeys(s.get("target") for s in self.scores))
-        for key, marker, colour in (("iou", "●", IOU_RGB), ("f1", "◆", F1_RGB)):
+        for key, _, marker, colour in SERIES:
             pts = [(s["round"], s[key]) for s in self.scores if s.get(key) is not None]
             if not pts:
                 continue
@@ -260,4 +263,4 @@ class ScorePlot(MetricPlot):
         name = {s["round"]: s.get("target") or "" for s in self.scores}
         plt.xticks(ticks, [f"r{r}" + (f" {name[r][:4]}" if len(targets) > 1 else "") for r in ticks])
         if height >= LABEL_ROWS:
-            plt.xlabel("round (held-out IoU, F1)")
+            plt.xlabel("round (held-out IoU, F1, object F1)")
