@@ -46,7 +46,7 @@ from sessions import synth  # noqa: E402
 from sessions.geometry import Box, unfmt  # noqa: E402
 from sessions.metrics import round_scores  # noqa: E402
 from sessions.suggest import suggest  # noqa: E402
-from sessions.volumes import catalog, omezarr  # noqa: E402
+from sessions.volumes import catalog  # noqa: E402
 from sessions.workspace import init_session  # noqa: E402
 
 VNC = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnc-mito"
@@ -100,7 +100,7 @@ def _errors_boxes(session, volume: str, gt_target: np.ndarray, size, k: int, see
 
 
 def run_one(dataset: str, strategy: str, seed: int, *, k: int, rounds: int, iterations: int, root: Path,
-            cache: Path) -> dict:
+            cache: Path, threads: int = 0) -> dict:
     cfg = DATASETS[dataset]
     raw, gt, voxel, classes = prepare(dataset, cache)
     target_id = classes.index(cfg["target"])
@@ -149,8 +149,9 @@ def run_one(dataset: str, strategy: str, seed: int, *, k: int, rounds: int, iter
             invoke(s, "add_crop", {"labels_path": path, "offset": box.offset, "volume": vol, "classes": classes}, ctx)
             labelled += box.size
         t0 = time.perf_counter()
-        train = run_job("train", {"target": cfg["target"], "iterations": its, "seed": seed, **cfg["train"]})
-        pred = run_job("predict", {})
+        train = run_job("train", {"target": cfg["target"], "iterations": its, "seed": seed, "threads": threads,
+                                  **cfg["train"]})
+        pred = run_job("predict", {"threads": threads})
         run_job("evaluate", {})
         score = [x for x in round_scores(s) if x["round"] == rn][0]
         fg = float(np.mean([(gt[b.slices] == target_id).mean() for b in boxes]))
@@ -207,6 +208,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=2, help="crops per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=300, help="training iterations per round")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: all); 1 to run two side by side")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-curator-bench"))
     ap.add_argument("--report", action="store_true", help="print the tables of the results so far and stop")
     args = ap.parse_args()
@@ -226,7 +228,7 @@ def main() -> None:
             if (args.dataset, strat, seed) in done:
                 continue
             row = run_one(args.dataset, strat, seed, k=args.k, rounds=args.rounds, iterations=args.iterations,
-                          root=args.dir / "runs", cache=args.dir / "data")
+                          root=args.dir / "runs", cache=args.dir / "data", threads=args.threads)
             with open(results, "a") as f:
                 f.write(json.dumps(row) + "\n")
             shutil.rmtree(args.dir / "runs" / f"{args.dataset}-{strat}-{seed}")

@@ -28,7 +28,7 @@ MIN_NUCLEUS_UM2 = 1.0  # smaller envelope objects are fragments (a predicted mit
 #                        border): ~6 pores at typical density, too few for a density; reported, not measured
 PLAUSIBLE = (2.0, 20.0)  # pores/µm² for somatic cells; outside it, a warning
 BOOTSTRAP = 2000
-# splitting touching pores (`fibtui measure --split`; remote/objects.py split_touching, _split_block)
+# splitting touching pores (`fibtui measure --split`; remote/objects/split.py)
 SPLIT_SPACING_NM = 120.0
 SPLIT_EXTENT_NM = 400.0
 

@@ -78,12 +78,12 @@ def _completed_trains(session: Session, where: str, args: list) -> list[dict]:
                                               order_by="round desc, rowid desc"))
 
 
-def _init_job(session: Session, rnd: dict, target: str, init) -> dict | None:
+def init_job(session: Session, rnd: dict, target: str, init="auto") -> dict | None:
     """The completed training whose model this one starts from (None: scratch); see `train_spec`."""
     if init == "scratch":
         return None
     if init == "auto":
-        for job in _completed_trains(session, "round < ?", [rnd["n"]]):
+        for job in _completed_trains(session, "round <= ?", [rnd["n"]]):
             if (jobs.spec(session, job) or {}).get("target_name") == target:
                 return job
         return None
@@ -106,11 +106,15 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
 
     `init`: where the weights start —
-    - "auto": the model of the latest completed training, in an earlier round, of the same target class
-      (fine-tuning follows the target: rounds A, B, A → round 3 starts from round 1's model); scratch if none;
+    - "auto": the model of the latest completed training of the same target class, in this round (a
+      second training after proofreading fine-tunes the first) or an earlier one (fine-tuning follows
+      the target: rounds A, B, A → round 3 starts from round 1's model); scratch if none;
     - "scratch": random weights;
     - N (int or digits): round N's latest completed training (N an earlier round).
     The spec records "init_checkpoint" (the model file, or None) and "init_job" (its job id, or None).
+
+    `patch` None: the init training's patch when fine-tuning (the same cost per iteration as the
+    model it continues), else `default_patch` of the voxel size.
 
     Architecture: fine-tuning keeps the init model's. `base`/`levels` None take it (16/4 from scratch);
     given and different from the init model's, or a volume of another voxel size, they are refused here
@@ -127,7 +131,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     if len(names) > 1:
         raise FibError(f"crops span several volumes ({', '.join(sorted(names))}); one volume per round for now")
     vol = catalog.get_volume(session, names.pop())
-    prev = _init_job(session, rnd, target, init)
+    prev = init_job(session, rnd, target, init)
     init_path = None
     if prev is None:
         base, levels = 16 if base is None else base, 4 if levels is None else levels
@@ -150,7 +154,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         "volume": volume_spec(session, vol),
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
         "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
-        "patch": list(patch or default_patch(vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
+        "patch": list(patch or train_patch(session, prev, vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
         "model": {"base": int(base), "levels": int(levels)},
         "init_checkpoint": str(init_path) if init_path else None, "init_job": prev["id"] if prev else None,
         "threads": int(threads), "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
@@ -193,6 +197,12 @@ def start_of(train: dict | None) -> str | None:
     if train is None:
         return None
     return train.get("init_from") or "scratch"
+
+
+def train_patch(session: Session, prev: dict | None, voxel_size) -> tuple[int, int, int]:
+    """A training's default patch: that of the training it fine-tunes, else the voxel size's default."""
+    patch = (jobs.spec(session, prev) or {}).get("patch") if prev else None
+    return tuple(int(v) for v in patch) if patch else default_patch(voxel_size)
 
 
 def default_patch(voxel_size) -> tuple[int, int, int]:

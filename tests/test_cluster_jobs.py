@@ -584,20 +584,10 @@ def test_prediction_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
     """The same array through SSH: store and task dirs prepared on the far side, sbatch there, the
     directory pulled back; the result equals the local single-process prediction."""
     from remote import predict
-    from remote.executors.ssh import SSHExecutor
     from sessions.volumes import omezarr
 
-    remote = shared_tmp / "remote"
-    remote.mkdir(mode=0o1777)
-    remote.chmod(0o1777)
     s, spec = _predict_session(shared_tmp, shape=(32, 256, 128))
-    i = ssh_infra
-    ex = SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts, remote_workdir=str(remote),
-                     python=i.ssh_python or None, scheduler="slurm",
-                     remote_setup=(f"export SLURM_CONF={i.slurm_conf}",),
-                     profile=ClusterProfile(name="ssharr", array_tasks=2, ssh_host=i.ssh_host, **SLURM_CI))
-    d = Dispatcher(s)
-    d._executors[ex.name] = ex
+    d, ex = _ssh_slurm_array(s, ssh_infra, shared_tmp, "ssharr")
     try:
         job = d.submit(1, "predict", spec, ex.name)
         done = d.wait(job["id"], poll_s=0.5, max_poll_s=2)
@@ -620,19 +610,9 @@ def test_prediction_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
 def test_measure_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
     """The measure array through SSH: the envelope's label store and the task dirs made on the far side
     (`python -m remote.job_array`), sbatch there, pulled back; the same tables as the single local job."""
-    from remote.executors.ssh import SSHExecutor
 
-    remote = shared_tmp / "remote"
-    remote.mkdir(mode=0o1777)
-    remote.chmod(0o1777)
     s, spec, _ = _measure_session(shared_tmp)
-    i = ssh_infra
-    ex = SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts, remote_workdir=str(remote),
-                     python=i.ssh_python or None, scheduler="slurm",
-                     remote_setup=(f"export SLURM_CONF={i.slurm_conf}",),
-                     profile=ClusterProfile(name="sshmarr", array_tasks=2, ssh_host=i.ssh_host, **SLURM_CI))
-    d = Dispatcher(s)
-    d._executors[ex.name] = ex
+    d, ex = _ssh_slurm_array(s, ssh_infra, shared_tmp, "sshmarr")
     try:
         job = d.submit(1, "measure", spec, ex.name)
         done = d.wait(job["id"], poll_s=0.5, max_poll_s=2)
@@ -642,3 +622,20 @@ def test_measure_array_over_ssh_slurm(ssh_infra, slurm_infra, shared_tmp):
     finally:
         d.close()
         s.close()
+
+
+def _ssh_slurm_array(s, ssh_infra, shared_tmp, name: str):
+    """A Dispatcher whose SSH executor submits 2-task arrays to the loopback Slurm from a fresh remote workdir."""
+    from remote.executors.ssh import SSHExecutor
+
+    remote = shared_tmp / "remote"
+    remote.mkdir(mode=0o1777)
+    remote.chmod(0o1777)
+    i = ssh_infra
+    ex = SSHExecutor(i.ssh_host, ssh_config=i.ssh_config, known_hosts=i.known_hosts, remote_workdir=str(remote),
+                     python=i.ssh_python or None, scheduler="slurm",
+                     remote_setup=(f"export SLURM_CONF={i.slurm_conf}",),
+                     profile=ClusterProfile(name=name, array_tasks=2, ssh_host=i.ssh_host, **SLURM_CI))
+    d = Dispatcher(s)
+    d._executors[ex.name] = ex
+    return d, ex

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from remote import objects
-from sessions import synth
+from sessions import measure, synth
 
 
 def _blobs(shape=(40, 50, 60), seed=0):
@@ -136,7 +136,7 @@ def test_measure_on_probability_volumes_equals_labels(tmp_path):
     import zarr
 
     res, truth, _ = _measure_truth(tmp_path, (48, 192, 192), 12.0, 7)
-    lab = np.asarray(objects.open_volume(str(tmp_path / "v.labels.tif")))
+    lab = np.asarray(measure.open_volume(str(tmp_path / "v.labels.tif")))
     paths = {}
     for name, cls in (("pore", synth.PORE), ("envelope", synth.ENVELOPE)):
         z = zarr.create_array(tmp_path / f"{name}.zarr", shape=lab.shape, chunks=(16, 64, 64), dtype="uint8")

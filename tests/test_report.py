@@ -128,7 +128,7 @@ def test_report_of_an_empty_session_and_bad_out(tmp_path):
 
 
 def test_answer_shows_the_pore_measurement_when_there_is_one(recorded, tmp_path):
-    """A completed measure job (its result's readout, as remote/objects.py writes it) becomes the answer."""
+    """A completed measure job (its result's readout, as remote/objects/job.py writes it) becomes the answer."""
     pytest.importorskip("sessions.measure")
     import shutil
 

@@ -225,6 +225,17 @@ def test_fine_tuning_follows_the_target(sess):
     job = jobs.create(sess, 3, "train", rounds.train_spec(sess, r3, target="blob", iterations=5, **NET), "local")
     assert job["init_from"] == r1b["id"] and rounds.started_from(sess, 3) == r1b["id"]
     assert rounds.started_from(sess, 1) == "scratch"
+    # a second training in round 3 (after proofreading) fine-tunes the first one, and keeps its patch
+    r3a = _completed_train(sess, 3, "blob")
+    spec = rounds.train_spec(sess, r3, target="blob", iterations=5, base=4, levels=2)
+    assert spec["init_job"] == r3a["id"] and spec["patch"] == list(NET["patch"])
+    assert rounds.train_spec(sess, r3, target="blob", iterations=5, base=16, levels=4, init="scratch")["patch"] == \
+        list(rounds.default_patch((8, 8, 8)))  # scratch: the voxel size's default
+    # the CLI's and the form's defaults agree with train_spec, also when --from comes after --patch
+    from fibtui.actions import ACTIONS
+    from fibtui.actions.base import parse
+    assert parse(sess, ACTIONS["train"], {})["patch"] == NET["patch"]
+    assert parse(sess, ACTIONS["train"], {"init": "scratch"})["patch"] == rounds.default_patch((8, 8, 8))
     rounds.new_round(sess)
     assert rounds.started_from(sess, 4) is None
 

@@ -28,8 +28,17 @@ def only_volume(session: Session, ctx: dict) -> str | None:
 
 
 def default_patch(session: Session, ctx: dict):
+    """The patch `train_spec` would use: the starting model's when fine-tuning, else the voxel size's."""
     vol = only_volume(session, ctx)
-    return rounds.default_patch(catalog.get_volume(session, vol)["voxel_size"]) if vol else None
+    if not vol:
+        return None
+    target = round_target(session, ctx)
+    try:
+        rnd = rounds.get(session, ctx.get("round_n"))
+        prev = rounds.init_job(session, rnd, target, ctx.get("init", "auto")) if target else None
+    except FibError:
+        prev = None
+    return rounds.train_patch(session, prev, catalog.get_volume(session, vol)["voxel_size"])
 
 
 def class_names(session: Session) -> list[str]:
