@@ -31,7 +31,7 @@ def _job(tmp_path: Path, spec: dict | None = None) -> Path:
     (ClusterProfile(name="greedy", gres="gpu:5"), "Requested node configuration is not available"),
 ])
 def test_sbatch_refusal_is_one_clear_line(slurm_infra, tmp_path, profile, says):
-    d = _job(tmp_path)
+    d = _job(tmp_path, {"kind": "predict", "job_id": "j1"})  # a kind that asks for the profile's GPU
     with pytest.raises(FibError) as e:
         SlurmExecutor(profile).submit(d)
     msg = str(e.value)
