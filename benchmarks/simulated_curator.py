@@ -80,12 +80,12 @@ def prepare(dataset: str, cache: Path) -> tuple[Path, np.ndarray, tuple, list[st
 
 def _errors_boxes(session, volume: str, gt_target: np.ndarray, size, k: int, seed: int) -> list[Box]:
     """The k free boxes where the newest prediction disagrees most with the truth (the proofreading oracle)."""
-    from sessions.suggest import _taken, predictions
+    from sessions.suggest import predictions, taken_boxes
 
     pred = np.asarray(predictions(session, volume, 1)[0][1].levels[0][:]) >= 128
     wrong = pred != gt_target
     rng = np.random.default_rng(seed)
-    taken = _taken(session, volume)
+    taken = taken_boxes(session, volume)
     shape = wrong.shape
     cands = []
     for _ in range(40 * k):
@@ -161,11 +161,10 @@ def run_one(dataset: str, strategy: str, seed: int, *, k: int, rounds: int, iter
                            "wall_s": round(time.perf_counter() - t0, 1)})
         print(f"  {dataset} {strategy} seed {seed} round {rn} ({used}): IoU {score['iou']:.3f}, "
               f"{labelled:,} labelled voxels", flush=True)
-    compute_h = sum((j["elapsed_s"] or 0) for j in s.db["jobs"].rows_where("kind in ('train', 'predict')")) / 3600
     gpu_h = sum((j["gpu_hours"] or 0) for j in s.db["jobs"].rows_where("kind in ('train', 'predict')"))
     s.close()
     return {"dataset": dataset, "strategy": strategy, "seed": seed, "k": k, "iterations_per_round": iterations,
-            "rounds": out_rounds, "compute_hours": round(compute_h, 4),
+            "rounds": out_rounds,
             "gpu_hours": round(gpu_h, 4), "date": time.strftime("%Y-%m-%d")}
 
 

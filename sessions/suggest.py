@@ -45,7 +45,8 @@ def predictions(session: Session, volume: str, n: int = 2) -> list[tuple[str, om
     return out
 
 
-def _taken(session: Session, volume: str) -> list[Box]:
+def taken_boxes(session: Session, volume: str) -> list[Box]:
+    """Boxes a suggestion must avoid: the held-out regions and the crops of `volume`."""
     from sessions.labels import crop_boxes, holdout_boxes
 
     return [b for _, b in holdout_boxes(session, volume)] + [b for _, b in crop_boxes(session, volume)]
@@ -91,7 +92,7 @@ def suggest(session: Session, volume: str | None = None, *, method: str = "rando
                        f"this volume has {len(preds)}")
     seed = int(np.random.SeedSequence().entropy % (1 << 31)) if seed is None else int(seed)
     rng = np.random.default_rng(seed)
-    taken = _taken(session, volume)
+    taken = taken_boxes(session, volume)
 
     def free(box: Box) -> bool:
         return box.inside(shape) and not any(box.overlaps(b) for b in taken)
