@@ -30,19 +30,17 @@ def fib(*args) -> str:
     return out.stdout
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-vnc-bench"))
-    ap.add_argument("--iterations", type=int, default=1200)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--patch", default="4,192,192")
-    args = ap.parse_args()
+QUADRANTS = [(0, 0), (0, 512), (512, 0), (512, 512)]
+
+
+def build_session(root: Path, quadrants=QUADRANTS) -> tuple[Path, object]:
+    """The benchmark's session under `root`: vnc ingested, 8 held-out regions inside z 14–19 labelled from the
+    reference, and one crop per quadrant of the training slices z 0–13 (`quadrants`: which). Returns (session,
+    the reference labels)."""
     if not DATA.exists():
         sys.exit(f"{DATA} not found: this benchmark needs the shared vnc-mito data")
-    if args.dir.exists():
-        sys.exit(f"{args.dir} exists; remove it or pass --dir")
-    args.dir.mkdir(parents=True)
-    s = args.dir / "session"
+    root.mkdir(parents=True, exist_ok=True)
+    s = root / "session"
     labels = tifffile.imread(DATA / "labels.tif")
     fib("init", s)
     fib("ingest", DATA / "raw.tif", "--session", s, "--voxel-size", VOXEL, "--name", "vnc")
@@ -52,17 +50,36 @@ def main() -> None:
                              "--within", "14:20,0:1024,0:1024", "--seed", "2026", "--json"))
     for r in regions:
         o = [int(v) for v in r["offset"].split(",")]
-        path = args.dir / f"holdout-{r['id']}.tif"
+        path = root / f"holdout-{r['id']}.tif"
         tifffile.imwrite(path, labels[o[0]:o[0] + 6, o[1]:o[1] + 192, o[2]:o[2] + 192] + 1)
         fib("holdout", "label", "--session", s, "--region", r["id"], "--labels", path, "--classes", "background,mito")
-    # crops: the four quadrants of the training slices z 0–13
-    for i, (y, x) in enumerate([(0, 0), (0, 512), (512, 0), (512, 512)]):
-        path = args.dir / f"crop-{i}.tif"
+    add_crops(root, s, labels, quadrants)
+    return s, labels
+
+
+def add_crops(root: Path, s: Path, labels, quadrants) -> None:
+    """Crops of z 0–13 at the given 512×512 quadrants, to the session's current round."""
+    for y, x in quadrants:
+        path = root / f"crop-{y}-{x}.tif"
         tifffile.imwrite(path, labels[0:14, y:y + 512, x:x + 512] + 1)
         fib("crop", "add", "--session", s, "--labels", path, "--offset", f"0,{y},{x}", "--classes", "background,mito")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-vnc-bench"))
+    ap.add_argument("--iterations", type=int, default=1200)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--patch", default="4,192,192")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-args", default="", help="more `fibtui round train` flags, e.g. '--preprocess clahe'")
+    args = ap.parse_args()
+    if args.dir.exists():
+        sys.exit(f"{args.dir} exists; remove it or pass --dir")
+    s, labels = build_session(args.dir)
     t0 = time.perf_counter()
     fib("round", "train", "--session", s, "--target", "mito", "--iterations", args.iterations,
-        "--batch", args.batch, "--patch", args.patch)
+        "--batch", args.batch, "--patch", args.patch, "--seed", args.seed, *args.train_args.split())
     t_train = time.perf_counter() - t0
     fib("round", "predict", "--session", s)
     t_pred = time.perf_counter() - t0 - t_train
@@ -74,7 +91,8 @@ def main() -> None:
     truth = labels[14:20] == 1
     iou_test = float((pred & truth).sum() / (pred | truth).sum())
     print(json.dumps({
-        "iterations": args.iterations, "batch": args.batch, "patch": args.patch,
+        "iterations": args.iterations, "batch": args.batch, "patch": args.patch, "seed": args.seed,
+        "train_args": args.train_args,
         "train_wall_s": round(t_train, 1), "predict_wall_s": round(t_pred, 1),
         "heldout_iou": round(m["iou"], 4), "heldout_f1": round(m["f1"], 4),
         "test_range_iou_z14_19": round(iou_test, 4), "session": str(s),

@@ -95,25 +95,28 @@ def _model(path: Path):
 
     key = (str(path), path.stat().st_mtime)
     if key not in _MODELS:
-        model, _ = load_model(path, "cpu")
+        model, ck = load_model(path, "cpu")
         model.eval()
         _MODELS.clear()
-        _MODELS[key] = model
+        _MODELS[key] = (model, ck.get("preprocess"))
     return _MODELS[key]
 
 
-def preview(model_path: Path, raw, box: Box, *, threads: int = THREADS, max_voxels: int = MAX_VOXELS) -> dict:
-    """Probabilities (uint8, p×255) of `box` of level-0 array `raw`; {"prob", "seconds", "threads"}."""
+def preview(model_path: Path, raw, box: Box, *, volume_path=None, threads: int = THREADS,
+            max_voxels: int = MAX_VOXELS) -> dict:
+    """Probabilities (uint8, p×255) of `box` of level-0 array `raw` (of the OME-Zarr at `volume_path`), through
+    the model's own preprocessing; {"prob", "seconds", "threads"}."""
     if box.size > max_voxels:
         raise FibError(f"the region in view has {box.size:,} voxels, over the preview bound of {max_voxels:,}: "
                        "zoom in, or predict the volume as a job (p on the session screen)")
     import torch
 
     from remote.predict import predict_block, receptive_radius
+    from remote.preprocess import wrap
 
     with _LOCK:  # one preview at a time in this process; torch threads are per process
         t0 = time.perf_counter()
         torch.set_num_threads(max(1, int(threads)))
-        model = _model(Path(model_path))
-        prob = predict_block(model, raw, box, receptive_radius(model), model.cfg.divisor, torch.device("cpu"))
+        model, record = _model(Path(model_path))
+        prob = predict_block(model, wrap(raw, record, volume_path), box, receptive_radius(model), model.cfg.divisor, torch.device("cpu"))
         return {"prob": np.asarray(prob), "seconds": time.perf_counter() - t0, "threads": threads}

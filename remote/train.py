@@ -12,12 +12,24 @@ from there), so with the same total it ends on bit-identical weights. With more
 iterations, the warm-up stays as it was and the cosine decay is recomputed for
 the new total: from the resumed iteration on, the learning rate follows the
 schedule of a run that had been started with the new total.
+
+Preprocessing (remote/preprocess.py) is resolved here, once, on the volume,
+and stored in model.pt, so prediction and preview apply exactly what training
+saw. Validation: the slabs `PatchSampler` held apart score the model every
+`validate_every` iterations and at the end ("metric" events val_iou and
+val_dice, the curve the TUI plots beside the loss); the weights that scored
+best (ties: the later) are what model.pt holds, and its "chosen" says which
+step and score. On a GPU, batches are made in a background thread (`Batches`),
+in pinned memory, while the model trains; on a CPU in line (`InLine`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import queue
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from remote.checkpoints import CHECKPOINT, MODEL, load_model, save
-from remote.model import UNet3D, UNetConfig, normalize, pick_device
+from remote.model import UNet3D, UNetConfig, pick_device
+from remote.preprocess import resolve, wrap
 from remote.sampling import PatchSampler
 from sessions.jobfiles import append_event
 from sessions.volumes import omezarr
@@ -53,6 +66,89 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int, pin: bool = False):
+    """(x, y, mask, the sampler's RNG state after it): the state is what a checkpoint after this batch must
+    store for a resumed run to draw the same next batch."""
+    samples = [sampler.sample() for _ in range(batch)]
+    x, y, m = (torch.from_numpy(np.stack([s[i] for s in samples])[:, None]) for i in range(3))
+    if pin:
+        x, y, m = x.pin_memory(), y.pin_memory(), m.pin_memory()
+    return x, y, m, copy.deepcopy(rng.bit_generator.state)
+
+
+class InLine:
+    """Batches made when asked, in the training thread: on a CPU a background thread beside torch's own
+    threads oversubscribes the cores and measured 1.8× slower per iteration (2 cores, vnc-mito)."""
+
+    def __init__(self, sampler: PatchSampler, rng: np.random.Generator, batch: int):
+        self.args = (sampler, rng, batch)
+
+    def next(self):
+        return make_batch(*self.args)
+
+    def close(self) -> None:
+        pass
+
+
+class Batches:
+    """Batches made ahead in one background thread, in order, in pinned memory: the GPU never waits for
+    the CPU's sampling and augmentation."""
+
+    def __init__(self, sampler: PatchSampler, rng: np.random.Generator, batch: int, count: int, depth: int = 3):
+        self.q: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(sampler, rng, batch, count), daemon=True)
+        self.thread.start()
+
+    def _fill(self, sampler, rng, batch, count):
+        try:
+            for _ in range(count):
+                item = make_batch(sampler, rng, batch, pin=True)
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the training loop, which raises it
+            self.q.put(e)
+
+    def next(self):
+        item = self.q.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def validate(model, raw, regions, target: int, device) -> dict:
+    """IoU and Dice of the target on the held-apart slabs' labelled voxels, at p ≥ 0.5, as prediction does it
+    (the same halo, on the pooling grid)."""
+    from remote.blocks import round_up
+    from remote.predict import predict_block, receptive_radius
+
+    div = model.cfg.divisor
+    halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), div))
+    model.eval()
+    inter = union = psum = tsum = 0
+    try:
+        for v in regions:
+            p = predict_block(model, raw, v.box, halo, div, device) >= 128
+            m, t = v.labels > 0, v.labels == target
+            inter += int((p & t & m).sum())
+            union += int(((p | t) & m).sum())
+            psum, tsum = psum + int((p & m).sum()), tsum + int(t.sum())
+    finally:
+        model.train()
+    return {"val_iou": inter / union if union else 1.0,
+            "val_dice": 2 * inter / (psum + tsum) if psum + tsum else 1.0}
+
+
 def run(spec: dict, job_dir: Path) -> dict:
     job_dir = Path(job_dir)
     stop = {"signal": None}  # asked to stop during the set-up too: one step, a checkpoint, a clean exit
@@ -69,14 +165,21 @@ def run(spec: dict, job_dir: Path) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
 
-    raw = omezarr.open_multiscale(spec["volume"]["path"]).levels[0]
+    src = omezarr.open_multiscale(spec["volume"]["path"])
+    ck_path = job_dir / CHECKPOINT
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False) if ck_path.exists() else None
+    # a resumed attempt keeps the percentiles its first attempt measured
+    pre = ck["preprocess"] if ck and "preprocess" in ck else resolve(spec.get("preprocess"), src.levels)
+    raw = wrap(src.levels[0], pre, spec["volume"]["path"])
     cfg = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec.get("model", {}))
     model = UNet3D(cfg).to(device)
-    ck_path = job_dir / CHECKPOINT
-    if spec.get("resume_from") and not ck_path.exists():
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last_3d)
+    if spec.get("resume_from") and ck is None:
         raise ValueError(f"spec resumes {spec['resume_from'].get('job')} but {ck_path} is missing; "
                          "resume again, or train from scratch")
-    if spec.get("init_checkpoint") and not ck_path.exists():  # resuming: the checkpoint has the weights
+    if spec.get("init_checkpoint") and ck is None:  # resuming: the checkpoint has the weights
         init, _ = load_model(spec["init_checkpoint"], device)
         if init.cfg.to_dict() != cfg.to_dict():
             raise ValueError(f"{spec['init_checkpoint']} has another architecture than the spec's model; "
@@ -89,11 +192,13 @@ def run(spec: dict, job_dir: Path) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, total, warmup))
 
     sampler = PatchSampler(raw, spec["crops"], spec["target"], spec["patch"], rng,
-                           transpose_yx=spec["volume"]["voxel_size"][1] == spec["volume"]["voxel_size"][2])
+                           voxel_size=spec["volume"]["voxel_size"], augment=spec.get("augment"),
+                           validation=float(spec.get("validation", 0.0)))
     start = 0
-    if ck_path.exists():
-        ck = torch.load(ck_path, map_location=device, weights_only=False)
+    best = None  # {"step", "val_iou", "val_dice", "model"}: the best-scoring weights so far
+    if ck is not None:
         model.load_state_dict(ck["model"])
+        best = ck.get("best")
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
@@ -107,45 +212,80 @@ def run(spec: dict, job_dir: Path) -> dict:
         append_event(job_dir, "resumed", step=start, total=total, **(
             {"previous_total": ck["total"]} if ck.get("total", total) != total else {}))
 
+    rng_after = rng.bit_generator.state  # the sampler's state after the last batch trained on
+
     def checkpoint(it: int) -> None:
         save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "iteration": it,
-              "config": cfg.to_dict(), "total": total, "warmup": warmup}, ck_path)
+              "torch_rng": torch.get_rng_state(), "numpy_rng": rng_after, "iteration": it,
+              "config": cfg.to_dict(), "total": total, "warmup": warmup, "preprocess": pre, "best": best}, ck_path)
         append_event(job_dir, "checkpoint", step=it, path=CHECKPOINT)
+        if spec.get("keep_checkpoints"):  # the weights of every checkpoint, for curves over the run
+            kept = Path("checkpoints") / f"it{it:07d}.pt"
+            (job_dir / kept).parent.mkdir(exist_ok=True)
+            save({"model": model.state_dict(), "config": cfg.to_dict(), "preprocess": pre, "iteration": it},
+                 job_dir / kept)
+            append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True)
+
+    def score(it: int) -> None:
+        nonlocal best
+        t_val = time.perf_counter()
+        s = validate(model, raw, sampler.validation, int(spec["target"]), device)
+        for name, value in s.items():
+            append_event(job_dir, "metric", name=name, value=value, step=it)
+        if best is None or s["val_iou"] >= best["val_iou"]:
+            best = {"step": it, **s, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        validation_s[0] += time.perf_counter() - t_val
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
+    # about six scores a run: each costs a prediction of the slabs (~10 iterations' worth on vnc-mito)
+    val_every = int(spec.get("validate_every") or max(every, total // 6))
     log_every = max(1, int(spec.get("log_every", 5)))
+    validation_s = [0.0]
+    if sampler.validation:
+        append_event(job_dir, "validation", regions=len(sampler.validation),
+                     voxels=int(sum(int((v.labels > 0).sum()) for v in sampler.validation)))
     model.train()
+    batches = Batches(sampler, rng, batch, total - start) if device.type == "cuda" else InLine(sampler, rng, batch)
     t0, seen, run_loss = time.perf_counter(), 0, []
-    for it in range(start, total):
-        samples = [sampler.sample() for _ in range(batch)]
-        x = normalize(torch.from_numpy(np.stack([s[0] for s in samples])[:, None])).to(device)
-        y = torch.from_numpy(np.stack([s[1] for s in samples])[:, None]).to(device)
-        m = torch.from_numpy(np.stack([s[2] for s in samples])[:, None]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-        loss = masked_loss(logits.float(), y, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        seen += x.numel()
-        run_loss.append(loss.item())
-        done = it + 1
-        if done % log_every == 0 or done == total:
-            dt = time.perf_counter() - t0
-            append_event(job_dir, "progress", step=done, total=total, loss=float(np.mean(run_loss)),
-                         lr=sched.get_last_lr()[0], voxels_per_s=seen / dt if dt else 0.0)
-            run_loss = []
-        if stop["signal"]:
-            checkpoint(done)
-            append_event(job_dir, "interrupted", step=done, signal=stop["signal"])
-            raise Interrupted(f"stopped by {stop['signal']} at iteration {done}; checkpoint written")
-        if done % every == 0 and done < total:
-            checkpoint(done)
+    try:
+        for it in range(start, total):
+            xb, yb, mb, rng_after = batches.next()
+            x, y, m = (b.to(device, non_blocking=True) for b in (xb, yb, mb))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x)
+            loss = masked_loss(logits.float(), y, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += x.numel()
+            run_loss.append(loss.item())
+            done = it + 1
+            if done % log_every == 0 or done == total:
+                dt = time.perf_counter() - t0
+                append_event(job_dir, "progress", step=done, total=total, loss=float(np.mean(run_loss)),
+                             lr=sched.get_last_lr()[0], voxels_per_s=seen / dt if dt else 0.0)
+                run_loss = []
+            if sampler.validation and (done % val_every == 0 or done == total):
+                score(done)
+            if stop["signal"]:
+                checkpoint(done)
+                append_event(job_dir, "interrupted", step=done, signal=stop["signal"])
+                raise Interrupted(f"stopped by {stop['signal']} at iteration {done}; checkpoint written")
+            if done % every == 0 and done < total:
+                checkpoint(done)
+    finally:
+        batches.close()
 
-    save({"model": model.state_dict(), "config": cfg.to_dict(), "target": spec["target"],
-          "target_name": spec.get("target_name"), "iterations": total, "seed": seed}, job_dir / MODEL)
-    append_event(job_dir, "checkpoint", step=total, path=MODEL, final=True)
-    return {"status": "completed", "checkpoint": MODEL, "iterations": total,
+    weights, chosen = model.state_dict(), {"by": "final weights (no validation slab)", "step": total}
+    if best is not None:
+        weights = best["model"]
+        chosen = {"by": "validation IoU", **{k: v for k, v in best.items() if k != "model"}}
+    save({"model": weights, "config": cfg.to_dict(), "target": spec["target"], "target_name": spec.get("target_name"),
+          "iterations": total, "seed": seed, "preprocess": pre, "chosen": chosen}, job_dir / MODEL)
+    append_event(job_dir, "checkpoint", step=total, path=MODEL, final=True, chosen=chosen)
+    return {"status": "completed", "checkpoint": MODEL, "iterations": total, "chosen": chosen,
+            "preprocess": pre, "validation_s": round(validation_s[0], 1),
             "seconds": round(time.perf_counter() - t0, 1)}

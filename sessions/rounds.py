@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from sessions import jobs
+from sessions import jobs, train_options
 from sessions.errors import FibError
 from sessions.geometry import unfmt
 from sessions.provenance import code_version
@@ -102,7 +102,8 @@ def init_job(session: Session, rnd: dict, target: str, init="auto") -> dict | No
 
 def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: int, patch=None, batch: int = 2,
                lr: float = 1e-3, base: int | None = None, levels: int | None = None, seed: int = 0,
-               threads: int = 0, checkpoint_every: int = 100, init="auto") -> dict:
+               threads: int = 0, checkpoint_every: int = 100, init="auto", preprocess: str | None = None,
+               augment: str | dict | None = None, validation: float | None = None) -> dict:
     """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
 
     `init`: where the weights start —
@@ -115,6 +116,11 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
 
     `patch` None: the init training's patch when fine-tuning (the same cost per iteration as the
     model it continues), else `default_patch` of the voxel size.
+
+    `preprocess` (a method of sessions/train_options.py) None: the init training's when fine-tuning (a model
+    sees what it was trained on), else the default; another than the init training's is refused.
+    `augment`: a preset / "kind=strength" text (`parse_augment`) or a parsed dict; None the default.
+    `validation`: the fraction of each crop held apart to choose the checkpoint (None: the default, 0: none).
 
     Architecture: fine-tuning keeps the init model's. `base`/`levels` None take it (16/4 from scratch);
     given and different from the init model's, or a volume of another voxel size, they are refused here
@@ -135,6 +141,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     init_path = None
     if prev is None:
         base, levels = 16 if base is None else base, 4 if levels is None else levels
+        pre = train_options.preprocess_record(preprocess)
     else:
         res = jobs.result(session, prev) or {}
         init_path = jobs.job_dir(session, prev) / res.get("checkpoint", "model.pt")
@@ -150,6 +157,10 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         if pvs is not None and [float(v) for v in pvs] != [float(v) for v in vol["voxel_size"]]:
             raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
                            f"{tuple(pvs)}, volume {vol['name']!r} has {tuple(vol['voxel_size'])}; pass --from scratch")
+        pre = pspec.get("preprocess") or train_options.preprocess_record("none")
+        if preprocess is not None and preprocess != pre["method"]:
+            raise FibError(f"--preprocess {preprocess}: {prev['id']}, the model this training starts from, was "
+                           f"trained on {pre['method']}; pass --preprocess {pre['method']}, or --from scratch")
     return {
         "volume": volume_spec(session, vol),
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
@@ -157,6 +168,10 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         "patch": list(patch or train_patch(session, prev, vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
         "model": {"base": int(base), "levels": int(levels)},
         "init_checkpoint": str(init_path) if init_path else None, "init_job": prev["id"] if prev else None,
+        "preprocess": pre,
+        "augment": augment if isinstance(augment, dict) else train_options.parse_augment(augment),
+        "validation": train_options.check_validation(
+            train_options.DEFAULT_VALIDATION if validation is None else validation),
         "threads": int(threads), "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
     }
 

@@ -18,6 +18,7 @@ from fibtui.actions.base import (
     Action,
     Context,
     Param,
+    augment_spec,
     box_range,
     init_source,
     integer,
@@ -25,6 +26,7 @@ from fibtui.actions.base import (
     number,
     parse,
     path,
+    preprocess_method,
     text,
     triple,
     yes_no,
@@ -36,6 +38,7 @@ from fibtui.actions.defaults import (
     active_jobs,
     class_names,
     default_patch,
+    default_preprocess,
     executors,
     first_resumable,
     first_unlabelled_region,
@@ -64,6 +67,7 @@ from fibtui.actions.rounds import (
     resume,
     train,
 )
+from sessions import train_options
 from sessions.workspace import Session
 
 BLOCK = Param("block", "--block", "Block Z,Y,X", triple(), None, "block shape (default 32,256,256)")
@@ -111,6 +115,14 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("init", "--from", "Start from", init_source, "auto",
                   "auto (this target's last model), scratch, or a round number",
                   choices=lambda s: ["auto", "scratch", *round_numbers(s)]),
+            Param("preprocess", "--preprocess", "Preprocessing", preprocess_method, default_preprocess,
+                  "none, percentile, clahe or denoise (default: the starting model's, else "
+                  f"{train_options.DEFAULT_PREPROCESS})", choices=lambda s: list(train_options.PREPROCESS)),
+            Param("augment", "--augment", "Augmentation", augment_spec, train_options.DEFAULT_AUGMENT,
+                  f"preset ({', '.join(train_options.AUGMENT_PRESETS)}) and/or kind=strength,... "
+                  f"(kinds: {', '.join(train_options.AUGMENT_KINDS)})"),
+            Param("validation", "--validation", "Validation fraction", number(lt=1), train_options.DEFAULT_VALIDATION,
+                  "fraction of each crop held apart to choose the checkpoint (0: none)"),
             EXECUTOR), train, cli="fibtui round train"),
     Action("predict", "Predict", "p", "Predict the whole volume blockwise with the round's model",
            (ROUND, BLOCK, THREADS, EXECUTOR), predict, cli="fibtui round predict"),

@@ -84,6 +84,20 @@ def box_range(value: str, flag: str) -> Box:
     return Box(tuple(p[0] for p in parts), tuple(p[1] - p[0] for p in parts))
 
 
+def augment_spec(value: str, flag: str) -> dict:
+    """`PRESET[,kind=strength...]` → {kind: strength} (sessions.train_options.parse_augment)."""
+    from sessions.train_options import parse_augment
+
+    return parse_augment(value, flag)
+
+
+def preprocess_method(value: str, flag: str) -> str:
+    """A preprocessing method of sessions.train_options (its parameters take their defaults)."""
+    from sessions.train_options import preprocess_record
+
+    return preprocess_record(value, flag)["method"]
+
+
 def init_source(value: str, flag: str):
     """`auto` (the target's last model), `scratch`, or a round number."""
     if value in ("auto", "scratch"):

@@ -41,6 +41,20 @@ def default_patch(session: Session, ctx: dict):
     return rounds.train_patch(session, prev, catalog.get_volume(session, vol)["voxel_size"])
 
 
+def default_preprocess(session: Session, ctx: dict) -> str:
+    """The preprocessing `train_spec` would use: the starting model's when fine-tuning, else the default."""
+    from sessions.train_options import DEFAULT_PREPROCESS
+
+    target = round_target(session, ctx) if ctx.get("target") is None else ctx["target"]
+    try:
+        rnd = rounds.get(session, ctx.get("round_n"))
+        prev = rounds.init_job(session, rnd, target, ctx.get("init", "auto")) if target else None
+    except FibError:
+        prev = None
+    return ((jobs.spec(session, prev) or {}).get("preprocess") or {"method": "none"})["method"] if prev \
+        else DEFAULT_PREPROCESS
+
+
 def class_names(session: Session) -> list[str]:
     return labels.known_classes(session)
 

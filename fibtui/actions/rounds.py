@@ -53,20 +53,28 @@ def label_holdout(session: Session, ctx: Context, *, region: int, labels_path: P
 
 def train(session: Session, ctx: Context, *, round_n: int | None, target: str | None, iterations: int, patch,
           batch: int, lr: float, base: int | None, levels: int | None, seed: int, threads: int, init,
-          executor: str) -> dict:
+          preprocess: str | None, augment: dict, validation: float, executor: str) -> dict:
     rnd = rounds.get(session, round_n)
     spec = rounds.train_spec(session, rnd, target=target, iterations=iterations, patch=patch, batch=batch, lr=lr,
-                             base=base, levels=levels, seed=seed, threads=threads, init=init)
+                             base=base, levels=levels, seed=seed, threads=threads, init=init, preprocess=preprocess,
+                             augment=augment, validation=validation)
     job = _dispatcher(session, ctx).submit(rnd["n"], "train", spec, executor)
     rounds.set_target(session, rnd["n"], spec["target_name"])
     log(session, ctx, "job submitted", "job", job["id"], rnd["n"],
         {"kind": "train", "executor": executor, "target": spec["target_name"], "iterations": iterations,
          "patch": ",".join(map(str, spec["patch"])), "batch": batch, "lr": lr, "base": spec["model"]["base"],
          "levels": spec["model"]["levels"],
-         "seed": seed, "from": spec.get("init_job") or "scratch"})
+         "seed": seed, "from": spec.get("init_job") or "scratch", "preprocess": spec["preprocess"]["method"],
+         "augment": augment_text(spec["augment"]), "validation": spec["validation"]})
     start = spec.get("init_job") or "scratch"
     return {**job, "summary": f"submitted {job['id']} on {executor}: {spec['target_name']}, {iterations} iterations, "
-                              f"from {start}"}
+                              f"from {start}, preprocessing {spec['preprocess']['method']}"}
+
+
+def augment_text(aug: dict) -> str:
+    """The augmentation as the curator would type it: the kinds that are on, with their strengths."""
+    on = [f"{k}={v:g}" for k, v in aug.items() if v]
+    return ",".join(on) or "none"
 
 
 def predict(session: Session, ctx: Context, *, round_n: int | None, block, threads: int, executor: str) -> dict:

@@ -69,7 +69,8 @@ def _job_command(f):
     return session_option(json_option(f))
 
 
-RESUME_KEEPS = ("target", "patch", "batch", "lr", "base", "levels", "seed", "threads", "init")
+RESUME_KEEPS = ("target", "patch", "batch", "lr", "base", "levels", "seed", "threads", "init", "preprocess", "augment",
+                "validation")
 
 
 @round_.command("train")

@@ -41,6 +41,9 @@ class Snapshot:
     answer: dict | None = None         # the latest measurement (sessions.measure.latest): pores per µm² per nucleus
 
 
+TRAINING_CURVES = ("loss", "lr", "val_iou")  # val_iou: the held-apart slabs' score, that chooses the model
+
+
 def refresh(root: Path, selected_job: str | None, executors: dict | None = None, poll: bool = True) -> Snapshot:
     """Poll the executors (when `poll`), ingest job events, then read everything the screen shows.
 
@@ -100,7 +103,7 @@ def read(session: Session, selected_job: str | None, warning: str | None = None,
         log = log_tail(session.root, log_job)
     return Snapshot(
         rounds=round_rows, jobs=job_rows, evaluation=evaluation,
-        curves=metrics.curve(session, attempts, points=CURVE_POINTS) if attempts else {},
+        curves=metrics.curve(session, attempts, names=TRAINING_CURVES, points=CURVE_POINTS) if attempts else {},
         curve_title=" → ".join(attempts) if attempts else "",
         scores=scores, warnings=metrics.regressions(scores),
         messages=journal.messages(session, limit=LISTED), unanswered=journal.unanswered_count(session),

@@ -63,7 +63,7 @@ class ViewerWorkers:
                 ref = find_model(session, model, self.round_n)
             finally:
                 session.close()    # no SQLite held while the model runs
-            out = preview(ref.path, self.source.raw.levels[0], box)
+            out = preview(ref.path, self.source.raw.levels[0], box, volume_path=self.source.raw.path)
             self.post_message(ViewerDone(f"preview: {ref.label} at {time.strftime('%H:%M:%S')}, "
                                          f"{out['seconds']:.1f} s on {out['threads']} threads", kind="preview",
                                          payload={"box": box, "prob": out["prob"], "label": ref.label}))

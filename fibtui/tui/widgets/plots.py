@@ -117,7 +117,8 @@ class MetricPlot(PlotextPlot):
 
 
 class LossPlot(MetricPlot):
-    """Loss against iteration over the attempts of one training; lr on the right axis."""
+    """Loss against iteration over the attempts of one training; lr on the right axis; the validation IoU
+    (the held-apart part of the crops, which chooses the model) on the left, with the loss."""
 
     NOTICE = "no training loss yet"
 

@@ -1,0 +1,158 @@
+"""Preprocessing and augmentation on vnc-mito: each option against the baseline, same budget, several seeds.
+
+    python benchmarks/train_options.py --dir /tmp/fibtui-options --iterations 300 --seeds 0,1,2 \
+        --variant base: --variant percentile:--preprocess=percentile --variant clahe:--preprocess=clahe \
+        --variant denoise:--preprocess=denoise
+    python benchmarks/train_options.py --dir /tmp/fibtui-options --report   # table + PNG from the results so far
+
+The session is vnc_mito_round.py's (crops: the four quadrants of z 0–13; 8 held-out regions inside z 14–19).
+Each run is one training (from scratch, the same iterations, patch and batch) through `rounds.train_spec` and
+the training job's own code, in this process; then the held-out IoU (pooled over the regions, threshold 0.5,
+as `fibtui round eval` computes it) of the model the job chose. A variant is `NAME:FLAGS`, FLAGS as
+`fibtui round train` takes them (`--preprocess=clahe`, `--augment=none`), comma-free pairs joined by spaces.
+Results are appended to DIR/results.jsonl (a run already there is skipped), so the experiment can be
+stopped and continued; `--report` prints the markdown table (mean ± sd over seeds) and writes DIR/options.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def parse_flags(flags: str) -> dict:
+    """`--preprocess=clahe --augment=none` → {"preprocess": "clahe", "augment": "none"}."""
+    out = {}
+    for tok in shlex.split(flags):
+        k, _, v = tok.lstrip("-").partition("=")
+        out[k.replace("-", "_")] = v
+    return out
+
+
+def heldout_iou(session, model_path: Path) -> float:
+    """Pooled IoU of the model on the session's held-out regions, through its own preprocessing."""
+    import torch
+    import zarr
+
+    from remote.checkpoints import load_model
+    from remote.predict import predict_block, receptive_radius
+    from remote.preprocess import wrap
+    from sessions.geometry import Box, unfmt
+    from sessions.volumes import omezarr
+
+    model, ck = load_model(model_path, "cpu")
+    model.eval()
+    vol = session.path("volumes", "vnc.ome.zarr")
+    raw = wrap(omezarr.open_multiscale(vol).levels[0], ck.get("preprocess"), vol)
+    tp = fp = fn = 0
+    for r in session.db["holdout"].rows_where("labels_path is not null", order_by="id"):
+        box = Box(tuple(unfmt(r["offset"])), tuple(unfmt(r["shape"])))
+        lab = np.asarray(zarr.open_array(session.path(r["labels_path"]), mode="r")[:])
+        p = predict_block(model, raw, box, receptive_radius(model), model.cfg.divisor, torch.device("cpu")) >= 128
+        t, known = lab == 2, lab > 0
+        tp, fp, fn = tp + int((p & t).sum()), fp + int((p & ~t & known).sum()), fn + int((~p & t).sum())
+    return tp / (tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, args) -> dict:
+    from remote import train
+    from sessions import rounds
+    from sessions.workspace import open_session
+
+    s = open_session(session_dir)
+    try:
+        opts = parse_flags(flags)
+        spec = rounds.train_spec(s, rounds.get(s, 1), target="mito", iterations=args.iterations,
+                                 patch=tuple(int(v) for v in args.patch.split(",")), batch=args.batch, seed=seed,
+                                 threads=args.threads, init="scratch", **opts)
+        job = out_dir / f"{name}-s{seed}"
+        job.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        res = train.run(spec, job)
+        wall = time.perf_counter() - t0
+        iou = heldout_iou(s, job / res["checkpoint"])
+    finally:
+        s.close()
+    return {"variant": name, "flags": flags, "seed": seed, "iterations": args.iterations, "patch": args.patch,
+            "batch": args.batch, "threads": args.threads, "train_wall_s": round(wall, 1), "heldout_iou": round(iou, 4),
+            "chosen": res["chosen"], "preprocess": res["preprocess"]["method"], "augment": spec["augment"],
+            "validation": spec["validation"]}
+
+
+def report(out_dir: Path) -> None:
+    rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    print("| variant | flags | seeds | held-out IoU (mean ± sd) | per seed | train wall (s, mean) |")
+    print("|---|---|---|---|---|---|")
+    names, means, sds = [], [], []
+    for name, rs in by.items():
+        v = [r["heldout_iou"] for r in rs]
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        names.append(name), means.append(statistics.mean(v)), sds.append(sd)
+        print(f"| {name} | `{rs[0]['flags'] or '(defaults)'}` | {len(v)} | **{statistics.mean(v):.3f} ± {sd:.3f}** | "
+              f"{', '.join(f'{x:.3f}' for x in v)} | {statistics.mean(r['train_wall_s'] for r in rs):.0f} |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+    ax.bar(names, means, yerr=sds, capsize=4, color="#4c72b0")
+    for i, name in enumerate(names):
+        ax.scatter([i] * len(by[name]), [r["heldout_iou"] for r in by[name]], color="k", s=10, zorder=3)
+    ax.set_ylabel("held-out IoU")
+    ax.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.08))
+    r0 = rows[0]
+    ax.set_title(f"vnc-mito, {r0['iterations']} iterations, patch {r0['patch']}, batch {r0['batch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "options.png", dpi=120)
+    print(f"\nfigure: {out_dir / 'options.png'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-options"))
+    ap.add_argument("--variant", action="append", default=[], help="NAME:FLAGS (repeatable)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--patch", default="4,192,192")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: all)")
+    ap.add_argument("--report", action="store_true", help="print the table of DIR/results.jsonl and write the PNG")
+    args = ap.parse_args()
+    if args.report:
+        return report(args.dir)
+    from vnc_mito_round import build_session
+
+    session = args.dir / "session"
+    if not session.exists():
+        build_session(args.dir)
+    results = args.dir / "results.jsonl"
+    done = {(json.loads(x)["variant"], json.loads(x)["seed"]) for x in results.read_text().splitlines()} \
+        if results.exists() else set()
+    for seed in (int(v) for v in args.seeds.split(",")):
+        for v in args.variant or ["base:"]:
+            name, _, flags = v.partition(":")
+            if (name, seed) in done:
+                continue
+            row = run_one(session, args.dir / "runs", name, flags, seed, args)
+            print(json.dumps(row), flush=True)
+            with open(results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

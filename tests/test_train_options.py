@@ -1,0 +1,197 @@
+"""Preprocessing, augmentation and validation of a training: what the spec says is what the job does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from conftest import blobs_volume, db_snapshot, run_cli
+from remote.preprocess import resolve, wrap
+from remote.sampling import PatchSampler, split_crop
+from sessions.errors import FibError
+from sessions.train_options import AUGMENT_PRESETS, parse_augment, preprocess_record
+
+
+# ---------------------------------------------------------------- the vocabulary
+def test_augment_text_presets_and_overrides():
+    assert parse_augment("none") == AUGMENT_PRESETS["none"]
+    a = parse_augment("flips,noise=0.05")
+    assert a["flip"] == 0.5 and a["noise"] == 0.05 and a["elastic"] == 0
+    assert parse_augment("elastic=3")["elastic"] == 3.0  # over the default preset
+    for bad, says in (("wobbly", "no preset 'wobbly'"), ("flip=2", "out of range"), ("twirl=1", "no augmentation"),
+                      ("noise=lots", "not a number")):
+        with pytest.raises(FibError, match=says):
+            parse_augment(bad)
+
+
+def test_preprocess_record_refuses_unknown_methods_and_parameters():
+    assert preprocess_record("clahe", clip_limit=0.02)["clip_limit"] == 0.02
+    with pytest.raises(FibError, match="choose one of none, percentile, clahe, denoise"):
+        preprocess_record("sharpen")
+    with pytest.raises(FibError, match="no parameter sigma"):
+        preprocess_record("percentile", sigma=1)
+
+
+# ---------------------------------------------------------------- preprocessing: any region reads what the volume does
+@pytest.fixture
+def volume(tmp_path):
+    path = tmp_path / "v.ome.zarr"
+    a = zarr.create_array(path, shape=(6, 70, 90), chunks=(2, 32, 32), dtype="uint8")
+    rng = np.random.default_rng(1)
+    a[:] = np.clip(rng.normal(120, 30, a.shape) + np.linspace(0, 60, 90), 0, 255).astype(np.uint8)
+    return a, path
+
+
+@pytest.mark.parametrize("method", ["none", "percentile", "clahe", "denoise"])
+def test_a_region_equals_the_whole_volume_preprocessed(volume, method):
+    a, path = volume
+    rec = resolve({"method": method}, [a])
+    whole = wrap(a, rec, path)[:]
+    part = wrap(a, rec, path)[2:5, 10:40, 33:80]   # a second reader of the same cache
+    assert whole.dtype == np.uint8 and np.array_equal(whole[2:5, 10:40, 33:80], part)
+    if method != "none":
+        assert not np.array_equal(whole, np.asarray(a[:]))
+
+
+def test_percentiles_are_measured_once_and_the_slices_cached_lazily(volume):
+    a, path = volume
+    rec = resolve({"method": "percentile", "low": 5, "high": 95}, [a])
+    lo, hi = np.percentile(np.asarray(a[:]), [5, 95])
+    assert rec["lo_value"] == pytest.approx(lo) and rec["hi_value"] == pytest.approx(hi)
+    assert resolve(rec, [a]) == rec      # a resolved record is kept as it is (a resumed training)
+    c = wrap(a, resolve({"method": "clahe"}, [a]), path)
+    c[1:3]
+    assert sorted(p.name for p in (c.cache / "done").iterdir()) == ["1", "2"]
+
+
+# ---------------------------------------------------------------- augmentation and the validation split
+def _sampler(tmp_path, augment, voxel_size=(8, 8, 8), validation=0.0, seed=0):
+    raw, gt = blobs_volume((16, 64, 64), seed=4)
+    raw = np.where(gt == 1, 40, 200).astype(np.uint8)  # raw says the label: alignment is checkable
+    path = tmp_path / "c.zarr"
+    zarr.create_array(path, shape=gt.shape, dtype="uint8", chunks=gt.shape, overwrite=True)[:] = gt + 1
+    return PatchSampler(raw, [{"path": str(path), "offset": [0, 0, 0]}], 2, (8, 32, 32), np.random.default_rng(seed),
+                        voxel_size=voxel_size, augment=augment, validation=validation), raw, gt
+
+
+@pytest.mark.parametrize("preset", ["flips", "all"])
+def test_geometric_augmentation_keeps_raw_and_labels_aligned(tmp_path, preset):
+    aug = {**AUGMENT_PRESETS[preset], **{k: 0.0 for k in ("contrast", "brightness", "gamma", "noise", "blur",
+                                                          "shading")}}
+    sampler, _, _ = _sampler(tmp_path, aug)
+    agree = []
+    for _ in range(20):
+        x, t, m = sampler.sample()
+        dark = x < 0   # normalised: 40 → −0.69, 200 → +0.57
+        agree.append(((dark == (t > 0)) & (m > 0)).sum() / max(1, (m > 0).sum()))
+    assert np.mean(agree) > (0.999 if preset == "flips" else 0.95)  # interpolation blurs edges only
+
+
+def test_intensity_augmentation_changes_intensities_not_labels(tmp_path):
+    sampler, _, _ = _sampler(tmp_path, AUGMENT_PRESETS["intensity"])
+    plain, _, _ = _sampler(tmp_path, AUGMENT_PRESETS["none"])
+    xs = [sampler.sample()[0] for _ in range(10)]
+    assert len({round(float(x.std()), 3) for x in xs}) > 5
+    x, t, m = plain.sample()
+    assert np.isclose(x[..., None], [40 / 127.5 - 1, 200 / 127.5 - 1]).any(-1).all()  # the two grey values only
+
+
+def test_rotations_stay_in_the_plane_of_equal_voxel_sizes(tmp_path):
+    aniso, _, _ = _sampler(tmp_path, AUGMENT_PRESETS["all"], voxel_size=(50, 4.6, 4.6))
+    iso, _, _ = _sampler(tmp_path, AUGMENT_PRESETS["all"], voxel_size=(8, 8, 8))
+    assert aniso.plane == [1, 2] and iso.plane == [0, 1, 2]
+
+
+def test_validation_slab_is_held_apart_from_training(tmp_path):
+    sampler, _, gt = _sampler(tmp_path, AUGMENT_PRESETS["none"], validation=0.25)
+    (v,) = sampler.validation
+    crop = sampler.crops[0]
+    sel = tuple(slice(o, o + s) for o, s in zip(v.box.offset, v.box.shape))
+    assert np.array_equal(v.labels, gt[sel] + 1)          # the slab's labels, where the slab is
+    assert not crop.labels[sel].any() and crop.labels.any()  # and none of them in training
+    assert v.box.shape == (16, 16, 64)  # a quarter of the longest axis (y and x tie: the first)
+
+
+def test_a_crop_without_labels_in_the_slab_stays_whole():
+    labels = np.zeros((4, 40, 10), np.uint8)
+    labels[:, :20] = 1
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        train, held = split_crop(labels, 0.25, rng)
+        assert held is None or (labels[held].any() and train.any())
+
+
+# ---------------------------------------------------------------- the job: recorded, chosen, applied in prediction
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from remote.dispatch import Dispatcher
+    from sessions import labels, rounds
+    from sessions.volumes import catalog
+    from sessions.workspace import init_session
+
+    tmp = tmp_path_factory.mktemp("options")
+    raw, gt = blobs_volume((16, 64, 64), seed=5)
+    tifffile.imwrite(tmp / "v.tif", raw)
+    tifffile.imwrite(tmp / "c.tif", gt + 1)
+    s = init_session(tmp / "s")
+    catalog.ingest(s, tmp / "v.tif", name="v", voxel_size=(8, 8, 8))
+    rnd = rounds.new_round(s)
+    labels.add_crop(s, 1, "v", tmp / "c.tif", (0, 0, 0), ["bg", "blob"])
+    d = Dispatcher(s)
+    spec = rounds.train_spec(s, rnd, target="blob", iterations=30, patch=(8, 32, 32), batch=1, base=4, levels=2,
+                             threads=1, checkpoint_every=10, preprocess="percentile", augment="all", validation=0.25)
+    train = d.wait(d.submit(1, "train", spec)["id"])
+    pred = d.wait(d.submit(1, "predict", rounds.predict_spec(s, rnd, threads=1))["id"])
+    assert train["state"] == pred["state"] == "COMPLETED", (train, pred)
+    s.close()
+    return tmp / "s"
+
+
+def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_validation(trained):
+    job = trained / "jobs" / "r1-train-1"
+    ck = torch.load(job / "model.pt", weights_only=False)
+    assert ck["preprocess"]["method"] == "percentile" and "lo_value" in ck["preprocess"]
+    events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
+    val = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou"}
+    assert set(val) == {10, 20, 30}                      # every checkpoint and the end
+    assert ck["chosen"]["by"] == "validation IoU" and ck["chosen"]["val_iou"] == max(val.values())
+    assert ck["chosen"]["step"] == max(s for s, v in val.items() if v == max(val.values()))
+    spec = json.loads((job / "spec.json").read_text())
+    assert spec["augment"]["elastic"] > 0 and spec["validation"] == 0.25
+
+
+def test_prediction_applies_the_models_preprocessing(trained):
+    from remote.blocks import round_up
+    from remote.checkpoints import load_model
+    from remote.predict import predict_block, receptive_radius
+    from sessions.geometry import Box
+    from sessions.volumes import omezarr
+
+    model, ck = load_model(trained / "jobs" / "r1-train-1" / "model.pt")
+    model.eval()
+    halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), model.cfg.divisor))  # as the job does
+    vol = trained / "volumes" / "v.ome.zarr"
+    raw = omezarr.open_multiscale(vol).levels[0]
+    box = Box((0, 0, 0), (16, 64, 64))
+    want = predict_block(model, wrap(raw, ck["preprocess"], vol), box, halo, model.cfg.divisor, torch.device("cpu"))
+    got = np.asarray(omezarr.open_multiscale(trained / "jobs" / "r1-predict-1" / "prediction.ome.zarr").levels[0][:])
+    assert np.array_equal(got, want)
+    unprocessed = predict_block(model, raw, box, halo, model.cfg.divisor, torch.device("cpu"))
+    assert not np.array_equal(got, unprocessed)
+
+
+def test_bad_training_options_are_one_line_and_change_nothing(trained):
+    before = db_snapshot(trained)
+    for flags, says in ((["--preprocess", "sharpen"], "--preprocess 'sharpen': choose one of"),
+                        (["--augment", "twirl=1"], "--augment 'twirl=1': no augmentation 'twirl'"),
+                        (["--validation", "0.9"], "--validation 0.9: give a fraction"),
+                        (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile")):
+        out = run_cli("round", "train", "--session", trained, "--target", "blob", "--iterations", "5", *flags)
+        assert out.returncode != 0 and says in out.stderr, (flags, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert db_snapshot(trained) == before
