@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +110,15 @@ class Preprocessed:
                 (self.cache / "record.json").write_text(json.dumps(self.record, sort_keys=True))
             self._store = zarr.open_array(path, mode="r+")
 
+    @contextmanager
     def _locked(self):
-        class _Lock:
-            def __enter__(s):
-                s.f = open(self.cache / "lock", "a")
-                fcntl.flock(s.f, fcntl.LOCK_EX)
-
-            def __exit__(s, *exc):
-                fcntl.flock(s.f, fcntl.LOCK_UN)
-                s.f.close()
-        return _Lock()
+        """The cache's file lock: one writer of slices at a time, across processes and nodes."""
+        with open(self.cache / "lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def ensure(self, z0: int, z1: int) -> None:
         """Compute the slices z0:z1 not computed yet (by anyone)."""

@@ -106,11 +106,11 @@ class PatchSampler:
         for c in crops:
             labels = np.asarray(zarr.open_array(c["path"], mode="r")[:])
             box = Box(tuple(c["offset"]), labels.shape)
-            labels, held = split_crop(labels, validation, rng)
+            train_labels, held = split_crop(labels, validation, rng)
             if held is not None:
                 off = tuple(o + (s.start or 0) for o, s in zip(box.offset, held))
-                vl = np.asarray(zarr.open_array(c["path"], mode="r")[held])
-                self.validation.append(Validation(Box(off, vl.shape), vl))
+                self.validation.append(Validation(Box(off, labels[held].shape), labels[held]))
+            labels = train_labels
             grown = Box(tuple(o - m for o, m in zip(box.offset, margin)),
                         tuple(s + 2 * m for s, m in zip(box.shape, margin)))
             flat = labels.ravel()

@@ -25,7 +25,6 @@ in pinned memory, while the model trains; on a CPU in line (`InLine`).
 
 from __future__ import annotations
 
-import copy
 import math
 import queue
 import signal
@@ -73,7 +72,7 @@ def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int, pin:
     x, y, m = (torch.from_numpy(np.stack([s[i] for s in samples])[:, None]) for i in range(3))
     if pin:
         x, y, m = x.pin_memory(), y.pin_memory(), m.pin_memory()
-    return x, y, m, copy.deepcopy(rng.bit_generator.state)
+    return x, y, m, rng.bit_generator.state  # a fresh dict each time it is read
 
 
 class InLine:

@@ -27,32 +27,33 @@ def only_volume(session: Session, ctx: dict) -> str | None:
         return None
 
 
+def starting_job(session: Session, ctx: dict) -> dict | None:
+    """The training `train_spec` would fine-tune from, for the values given so far (None: from scratch)."""
+    target = ctx.get("target") or round_target(session, ctx)
+    if not target:
+        return None
+    try:
+        return rounds.init_job(session, rounds.get(session, ctx.get("round_n")), target, ctx.get("init", "auto"))
+    except FibError:
+        return None
+
+
 def default_patch(session: Session, ctx: dict):
     """The patch `train_spec` would use: the starting model's when fine-tuning, else the voxel size's."""
     vol = only_volume(session, ctx)
     if not vol:
         return None
-    target = round_target(session, ctx)
-    try:
-        rnd = rounds.get(session, ctx.get("round_n"))
-        prev = rounds.init_job(session, rnd, target, ctx.get("init", "auto")) if target else None
-    except FibError:
-        prev = None
-    return rounds.train_patch(session, prev, catalog.get_volume(session, vol)["voxel_size"])
+    return rounds.train_patch(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
 
 
 def default_preprocess(session: Session, ctx: dict) -> str:
     """The preprocessing `train_spec` would use: the starting model's when fine-tuning, else the default."""
     from sessions.train_options import DEFAULT_PREPROCESS
 
-    target = round_target(session, ctx) if ctx.get("target") is None else ctx["target"]
-    try:
-        rnd = rounds.get(session, ctx.get("round_n"))
-        prev = rounds.init_job(session, rnd, target, ctx.get("init", "auto")) if target else None
-    except FibError:
-        prev = None
-    return ((jobs.spec(session, prev) or {}).get("preprocess") or {"method": "none"})["method"] if prev \
-        else DEFAULT_PREPROCESS
+    prev = starting_job(session, ctx)
+    if prev is None:
+        return DEFAULT_PREPROCESS
+    return ((jobs.spec(session, prev) or {}).get("preprocess") or {"method": "none"})["method"]
 
 
 def class_names(session: Session) -> list[str]:
