@@ -21,6 +21,30 @@ class Pane:
     def type(self, text: str) -> None:
         self.keys(text, literal=True)
 
+    def tab(self, times: int = 1, timeout: float = 10.0) -> None:
+        """Move focus to the next field `times` times, each time waiting until the cursor has moved there.
+
+        Textual handles Tab after the focused widget has let the key bubble up,
+        while keys sent right after it are already on their way to the old
+        field; on a loaded machine a fixed pause loses that race (a count typed
+        into the size field). The terminal cursor follows the focused input,
+        so its move is the sign that focus has arrived.
+        """
+        for _ in range(times):
+            before = self.cursor()
+            self.keys("Tab", pause=0)
+            end = time.monotonic() + timeout
+            while self.cursor() == before:
+                if time.monotonic() > end:
+                    raise AssertionError(f"Tab did not move the focus from {before}; the screen shows:\n{self.screen()}")
+                time.sleep(0.05)
+
+    def cursor(self) -> tuple[int, int]:
+        out = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{cursor_x},#{cursor_y}"],
+                             capture_output=True, text=True, check=True).stdout
+        x, y = out.split(",")
+        return int(x), int(y)
+
     def screen(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
 
