@@ -22,28 +22,32 @@ class Pane:
         self.keys(text, literal=True)
 
     def tab(self, times: int = 1, timeout: float = 10.0) -> None:
-        """Move focus to the next field `times` times, each time waiting until the cursor has moved there.
+        """Move focus to the next field `times` times, each time waiting until the focus shows it has moved.
 
         Textual handles Tab after the focused widget has let the key bubble up,
         while keys sent right after it are already on their way to the old
         field; on a loaded machine a fixed pause loses that race (a count typed
-        into the size field). The terminal cursor follows the focused input,
-        so its move is the sign that focus has arrived.
+        into the size field). A focus move changes the terminal: the cursor
+        follows the focused input, a scrolling form scrolls, and the focused
+        field's border changes colour, so the screen with its colours and the
+        cursor are compared before and after.
         """
         for _ in range(times):
-            before = self.cursor()
+            before = self._look()
             self.keys("Tab", pause=0)
             end = time.monotonic() + timeout
-            while self.cursor() == before:
+            while self._look() == before:
                 if time.monotonic() > end:
-                    raise AssertionError(f"Tab did not move the focus from {before}; the screen shows:\n{self.screen()}")
+                    raise AssertionError(f"Tab did not move the focus; the screen shows:\n{self.screen()}")
                 time.sleep(0.05)
 
-    def cursor(self) -> tuple[int, int]:
-        out = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{cursor_x},#{cursor_y}"],
-                             capture_output=True, text=True, check=True).stdout
-        x, y = out.split(",")
-        return int(x), int(y)
+    def _look(self) -> tuple[str, str]:
+        """The cursor's position and the screen with its colours."""
+        cursor = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{cursor_x},#{cursor_y}"],
+                                capture_output=True, text=True, check=True).stdout
+        colours = subprocess.run(["tmux", "capture-pane", "-p", "-e", "-t", self.name],
+                                 capture_output=True, text=True, check=True).stdout
+        return cursor, colours
 
     def screen(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
