@@ -43,14 +43,16 @@ class Pane:
 
     def _look(self) -> tuple[str, str]:
         """The cursor's position and the screen with its colours."""
-        cursor = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{cursor_x},#{cursor_y}"],
-                                capture_output=True, text=True, check=True).stdout
-        colours = subprocess.run(["tmux", "capture-pane", "-p", "-e", "-t", self.name],
-                                 capture_output=True, text=True, check=True).stdout
-        return cursor, colours
+        return self._display("#{cursor_x},#{cursor_y}"), self.screen(colours=True)
 
-    def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+    def _display(self, fmt: str) -> str:
+        """A tmux format (`#{...}`) expanded for this pane."""
+        return subprocess.run(["tmux", "display", "-p", "-t", self.name, fmt], capture_output=True, text=True).stdout
+
+    def screen(self, colours: bool = False) -> str:
+        """The pane's text; with `colours`, its escape sequences too (a focus move shows only in those)."""
+        return subprocess.run(["tmux", "capture-pane", "-p", *(["-e"] if colours else []), "-t", self.name],
+                              capture_output=True, text=True).stdout
 
     def wait(self, text: str, timeout: float = 30.0) -> str:
         end = time.monotonic() + timeout
@@ -67,5 +69,4 @@ class Pane:
     @property
     def pid(self) -> int:
         """The PID of the program in the pane (started without a shell: the program itself)."""
-        out = subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{pane_pid}"], capture_output=True, text=True)
-        return int(out.stdout)
+        return int(self._display("#{pane_pid}"))
