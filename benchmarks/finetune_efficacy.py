@@ -39,7 +39,8 @@ def train_curve(session_dir: Path, round_n: int, job: Path, iterations: int, arg
     s = open_session(session_dir)
     try:
         spec = rounds.train_spec(s, rounds.get(s, round_n), target="mito", iterations=iterations, lr=lr,
-                                 patch=tuple(int(v) for v in args.patch.split(",")), batch=args.batch,
+                                 patch=tuple(int(v) for v in args.patch.split(",")) if args.patch else None,
+                                 batch=args.batch,
                                  seed=args.seed, threads=args.threads, init="scratch")
         if init is not None:  # round 1's model, as `--from auto` would pick it for a job of the session
             spec["init_checkpoint"] = str(init)
@@ -55,7 +56,8 @@ def train_curve(session_dir: Path, round_n: int, job: Path, iterations: int, arg
                        "iou": round(heldout_iou(s, job / res["checkpoint"]), 4), "final": True})
     finally:
         s.close()
-    return {"model": str(job / res["checkpoint"]), "points": points, "chosen": res["chosen"]}
+    return {"model": str(job / res["checkpoint"]), "points": points, "chosen": res["chosen"], "patch": spec["patch"],
+            "architecture": spec["model"]}
 
 
 def time_to(points: list[dict], iou: float) -> float | None:
@@ -88,7 +90,7 @@ def main() -> None:
     ap.add_argument("--finetune-iterations", type=int, default=300)
     ap.add_argument("--finetune-lr", default="1e-3,3e-4", help="peak learning rates of the fine-tunes")
     ap.add_argument("--every", type=int, default=50, help="iterations between scored checkpoints")
-    ap.add_argument("--patch", default="4,128,128")
+    ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
@@ -119,7 +121,7 @@ def main() -> None:
         print(f"| {name} | {last['step']} | {last['iou']:.3f} | {last['wall_s']:.0f} | "
               f"{f'{t:.0f} s' if t is not None else 'not reached'} | {ratio} |")
     figure(runs, args.dir / "finetune.png", f"vnc-mito round 2: fine-tune from round 1 vs scratch "
-                                             f"(patch {args.patch}, batch {args.batch})")
+                                             f"(patch {','.join(map(str, r1['patch']))}, batch {args.batch})")
     (args.dir / "finetune.json").write_text(json.dumps(summary, indent=1))
     print(f"figure: {args.dir / 'finetune.png'}; points: {args.dir / 'finetune.json'}")
 

@@ -178,7 +178,7 @@ def halo_rows(levels: int, base: int, device) -> list[dict]:
     """Old default block vs the chosen one, for this device's memory and for an 80 GB GPU."""
     model = UNet3D(UNetConfig(voxel_size=ANISO, levels=levels, base=base))
     div = model.cfg.divisor
-    halo = tuple(blocks.round_up(r, d) for r, d in zip(predict.receptive_radius(model), div))
+    halo = predict.block_halo(model)
     here = {"name": f"this {device.type} ({predict.memory_budget(device) / 1e9:.1f} GB budget), base {base}",
             "bpv": predict.bytes_per_voxel(model, device), "budget": predict.memory_budget(device)}
     ref = {"name": H100["name"], "bpv": predict.ACTIVATION_VALUES * H100["base"] * H100["bytes_per_value"],
@@ -203,7 +203,7 @@ def measure(args) -> dict:
     load = wait_for_load(args.wait_load)
     cfg = UNetConfig(voxel_size=(8, 8, 8), levels=args.levels, base=args.base)
     div = cfg.divisor
-    halo = tuple(blocks.round_up(r, d) for r, d in zip(predict.receptive_radius(UNet3D(cfg)), div))
+    halo = predict.block_halo(UNet3D(cfg))
     block = blocks.block_shape({"block": args.block})
     in_shape = blocks.input_shape(block, halo, div)
     overhead = math.prod(in_shape) / math.prod(block)

@@ -46,7 +46,7 @@ def heldout_iou(session, model_path: Path) -> float:
     import zarr
 
     from remote.checkpoints import load_model
-    from remote.predict import predict_block, receptive_radius
+    from remote.predict import block_halo, predict_block
     from remote.preprocess import wrap
     from sessions.geometry import Box, unfmt
     from sessions.volumes import omezarr
@@ -59,7 +59,7 @@ def heldout_iou(session, model_path: Path) -> float:
     for r in session.db["holdout"].rows_where("labels_path is not null", order_by="id"):
         box = Box(tuple(unfmt(r["offset"])), tuple(unfmt(r["shape"])))
         lab = np.asarray(zarr.open_array(session.path(r["labels_path"]), mode="r")[:])
-        p = predict_block(model, raw, box, receptive_radius(model), model.cfg.divisor, torch.device("cpu")) >= 128
+        p = predict_block(model, raw, box, block_halo(model), model.cfg.divisor, torch.device("cpu")) >= 128
         t, known = lab == 2, lab > 0
         tp, fp, fn = tp + int((p & t).sum()), fp + int((p & ~t & known).sum()), fn + int((~p & t).sum())
     return tp / (tp + fp + fn) if tp + fp + fn else 1.0
@@ -74,7 +74,8 @@ def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, 
     try:
         opts = parse_flags(flags)
         spec = rounds.train_spec(s, rounds.get(s, 1), target="mito", iterations=args.iterations,
-                                 patch=tuple(int(v) for v in args.patch.split(",")), batch=args.batch, seed=seed,
+                                 patch=tuple(int(v) for v in args.patch.split(",")) if args.patch else None,
+                                 batch=args.batch, seed=seed,
                                  threads=args.threads, init="scratch", **opts)
         job = out_dir / f"{name}-s{seed}"
         job.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, 
         iou = heldout_iou(s, job / res["checkpoint"])
     finally:
         s.close()
-    return {"variant": name, "flags": flags, "seed": seed, "iterations": args.iterations, "patch": args.patch,
+    return {"variant": name, "flags": flags, "seed": seed, "iterations": args.iterations, "patch": spec["patch"], "model": spec["model"],
             "batch": args.batch, "threads": args.threads, "train_wall_s": round(wall, 1), "heldout_iou": round(iou, 4),
             "chosen": res["chosen"], "preprocess": res["preprocess"]["method"], "augment": spec["augment"],
             "validation": spec["validation"]}
@@ -128,7 +129,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help="NAME:FLAGS (repeatable)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--patch", default="4,192,192")
+    ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: all)")
     ap.add_argument("--report", action="store_true", help="print the table of DIR/results.jsonl and write the PNG")

@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-vnc-bench"))
     ap.add_argument("--iterations", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--patch", default="4,192,192")
+    ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="more `fibtui round train` flags, e.g. '--preprocess clahe'")
     args = ap.parse_args()
@@ -79,19 +79,22 @@ def main() -> None:
     s, labels = build_session(args.dir)
     t0 = time.perf_counter()
     fib("round", "train", "--session", s, "--target", "mito", "--iterations", args.iterations,
-        "--batch", args.batch, "--patch", args.patch, "--seed", args.seed, *args.train_args.split())
+        "--batch", args.batch, *(["--patch", args.patch] if args.patch else []), "--seed", args.seed,
+        *args.train_args.split())
     t_train = time.perf_counter() - t0
     fib("round", "predict", "--session", s)
     t_pred = time.perf_counter() - t0 - t_train
     fib("round", "eval", "--session", s)
     status = json.loads(fib("status", "--session", s, "--json"))
     m = status["rounds"][0]["metrics"]
+    spec = json.loads((s / "jobs" / "r1-train-1" / "spec.json").read_text())
     from sessions.volumes import omezarr
     pred = omezarr.open_multiscale(s / "jobs" / "r1-predict-1" / "prediction.ome.zarr").levels[0][14:20] >= 128
     truth = labels[14:20] == 1
     iou_test = float((pred & truth).sum() / (pred | truth).sum())
     print(json.dumps({
-        "iterations": args.iterations, "batch": args.batch, "patch": args.patch, "seed": args.seed,
+        "iterations": args.iterations, "batch": args.batch, "patch": spec["patch"], "model": spec["model"],
+        "seed": args.seed,
         "train_args": args.train_args,
         "train_wall_s": round(t_train, 1), "predict_wall_s": round(t_pred, 1),
         "heldout_iou": round(m["iou"], 4), "heldout_f1": round(m["f1"], 4),

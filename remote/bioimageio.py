@@ -23,11 +23,10 @@ import numpy as np
 import tifffile
 import torch
 
-from remote.blocks import round_up
 from remote.checkpoints import load_model
 from remote.model import UNet3D, normalize
 from remote.model_export import FORMATS, OPSET, PER_SLICE, record_of
-from remote.predict import receptive_radius
+from remote.predict import block_halo
 from remote.preprocess import wrap
 from remote.sampling import read_padded
 from sessions.errors import FibError
@@ -43,12 +42,6 @@ CITE = [{"text": "Çiçek Ö, Abdulkadir A, Lienkamp SS, Brox T, Ronneberger O. 
 def package_path(out: Path) -> Path:
     """The package beside the model file, named like the sidecar (`r1-mito.onnx.bioimageio.zip`)."""
     return out.with_name(out.name + ".bioimageio.zip")
-
-
-def tiling_halo(net: UNet3D) -> tuple[int, int, int]:
-    """The halo the session's prediction crops: the receptive radius up to the pooling grid, so tiles stitch
-    without seams (the same rounding as `remote.predict`)."""
-    return tuple(round_up(r, d) for r, d in zip(receptive_radius(net), net.cfg.divisor))
 
 
 def reference_tile(shape, halo, div) -> Box:
@@ -216,7 +209,7 @@ def write_package(out: Path, side: dict, checkpoint: Path, volume_path: str) -> 
     net, ck = load_model(checkpoint, "cpu")
     net.eval()
     rec = record_of(ck)
-    div, halo = net.cfg.divisor, tiling_halo(net)
+    div, halo = net.cfg.divisor, block_halo(net)
     raw_shape = omezarr.open_multiscale(volume_path).levels[0].shape
     tile = reference_tile(raw_shape, halo, div)
     x, y = reference_tensors(net, rec, volume_path, tile)

@@ -77,7 +77,9 @@ ACTIVATION_VALUES = 12
 def receptive_radius(model: UNet3D) -> tuple[int, int, int]:
     """Voxels of context each output voxel sees, per axis (upper bound)."""
     cfg = model.cfg
-    r, scale = [0, 0, 0], [1, 1, 1]
+    r, scale = [0, 0, 0], list(cfg.stem)
+    if cfg.stem != (1, 1, 1):  # the full-resolution convolution, the transposed one and the pooling
+        r = [k // 2 + 2 * (s - 1) for k, s in zip(cfg.full_kernel, cfg.stem)]
     for lvl, k in enumerate(cfg.kernels):
         convs = 2 if lvl == len(cfg.kernels) - 1 else 4
         r = [ri + (ki // 2) * convs * s for ri, ki, s in zip(r, k, scale)]
@@ -85,6 +87,12 @@ def receptive_radius(model: UNet3D) -> tuple[int, int, int]:
             r = [ri + (p - 1) * s for ri, p, s in zip(r, cfg.pools[lvl], scale)]
             scale = [s * p for s, p in zip(scale, cfg.pools[lvl])]
     return tuple(r)
+
+
+def block_halo(model: UNet3D) -> tuple[int, int, int]:
+    """The halo every blockwise prediction pads with: the receptive radius up to the pooling grid, so block
+    inputs stay on the grid and stitch without seams (prediction, validation, preview and export agree)."""
+    return tuple(round_up(r, d) for r, d in zip(receptive_radius(model), model.cfg.divisor))
 
 
 def input_box(core: Box, halo, div) -> Box:
@@ -129,7 +137,7 @@ def _load(spec: dict):
         torch.backends.cudnn.benchmark = True  # one autotuning per input shape; a plan has one or a few
         model.to(memory_format=torch.channels_last_3d)
     div = model.cfg.divisor
-    halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), div))
+    halo = block_halo(model)
     raw = wrap(src.levels[0], ck.get("preprocess"), spec["volume"]["path"])  # the model's own preprocessing
     return device, src, raw, model, div, halo
 

@@ -15,9 +15,10 @@ schedule of a run that had been started with the new total.
 
 Preprocessing (remote/preprocess.py) is resolved here, once, on the volume,
 and stored in model.pt, so prediction and preview apply exactly what training
-saw. Validation: the slabs `PatchSampler` held apart score the model every
-`validate_every` iterations and at the end ("metric" events val_iou and
-val_dice, the curve the TUI plots beside the loss); the weights that scored
+saw. Validation: the slabs `PatchSampler` held apart score the model at
+`validation_steps` ("metric" events val_iou and val_dice, the curve the TUI
+plots beside the loss), as often as a tenth of the run's compute allows; the
+weights that scored
 best (ties: the later) are what model.pt holds, and its "chosen" says which
 step and score. On a GPU, batches are made in a background thread (`Batches`),
 in pinned memory, while the model trains; on a CPU in line (`InLine`).
@@ -125,14 +126,40 @@ class Batches:
         self.thread.join(timeout=5)
 
 
+VALIDATION_SHARE = 0.1    # of a run's compute that scoring the slabs may take
+FORWARD_COST = 0.7        # a voxel through the net in eval mode ÷ a voxel of a training step (CPU, measured
+                          # 0.6–0.75 on vnc-mito: big blocks forward are slower per voxel than their third)
+
+
+def validation_cost(model, regions, batch: int, patch) -> float:
+    """One score of the slabs, in training iterations' worth: the halo-padded inputs it computes (a thin
+    slab of a large-context net computes several times its own voxels) against a step's patches."""
+    from remote.blocks import input_shape
+    from remote.predict import block_halo
+
+    div, halo = model.cfg.divisor, block_halo(model)
+    voxels = sum(math.prod(input_shape(v.box.shape, halo, div)) for v in regions)
+    return FORWARD_COST * voxels / (batch * math.prod(patch))
+
+
+def validation_steps(total: int, cost: float, every: int | None = None, most: int = 6) -> list[int]:
+    """After which iterations the slabs are scored: `n` evenly spaced steps ending at `total`, as many as keep
+    their cost (`cost` iterations each) within VALIDATION_SHARE of the run, at least 2 (the choice needs a
+    rival to the final weights) and at most `most`. Deterministic (no timing), so a seed's run chooses the
+    same checkpoint every time. `every` (the spec's validate_every) asks for a fixed spacing instead."""
+    if every:
+        return sorted({*range(int(every), total + 1, int(every)), total})
+    n = max(2, min(most, int(VALIDATION_SHARE * total / max(cost, 1e-9))))
+    n = min(n, total)
+    return sorted({round(total * (i + 1) / n) for i in range(n)})
+
+
 def validate(model, raw, regions, target: int, device) -> dict:
     """IoU and Dice of the target on the held-apart slabs' labelled voxels, at p ≥ 0.5, as prediction does it
     (the same halo, on the pooling grid)."""
-    from remote.blocks import round_up
-    from remote.predict import predict_block, receptive_radius
+    from remote.predict import block_halo, predict_block
 
-    div = model.cfg.divisor
-    halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), div))
+    div, halo = model.cfg.divisor, block_halo(model)
     model.eval()
     inter = union = psum = tsum = 0
     try:
@@ -236,13 +263,13 @@ def run(spec: dict, job_dir: Path) -> dict:
         validation_s[0] += time.perf_counter() - t_val
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
-    # about six scores a run: each costs a prediction of the slabs (~10 iterations' worth on vnc-mito)
-    val_every = int(spec.get("validate_every") or max(every, total // 6))
+    val_at = set(validation_steps(total, validation_cost(model, sampler.validation, batch, sampler.patch),
+                                  spec.get("validate_every"))) if sampler.validation else set()
     log_every = max(1, int(spec.get("log_every", 5)))
     validation_s = [0.0]
     if sampler.validation:
         append_event(job_dir, "validation", regions=len(sampler.validation),
-                     voxels=int(sum(int((v.labels > 0).sum()) for v in sampler.validation)))
+                     voxels=int(sum(int((v.labels > 0).sum()) for v in sampler.validation)), steps=sorted(val_at))
     model.train()
     batches = Batches(sampler, rng, batch, total - start) if device.type == "cuda" else InLine(sampler, rng, batch)
     t0, seen, run_loss = time.perf_counter(), 0, []
@@ -267,7 +294,7 @@ def run(spec: dict, job_dir: Path) -> dict:
                 append_event(job_dir, "progress", step=done, total=total, loss=float(np.mean(run_loss)),
                              lr=sched.get_last_lr()[0], voxels_per_s=seen / dt if dt else 0.0)
                 run_loss = []
-            if sampler.validation and (done % val_every == 0 or done == total):
+            if done in val_at:
                 score(done)
             if stop["signal"]:
                 checkpoint(done)

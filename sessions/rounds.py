@@ -13,7 +13,7 @@ import json
 
 from sessions import jobs, train_options
 from sessions.errors import FibError
-from sessions.geometry import unfmt
+from sessions.geometry import fmt, unfmt
 from sessions.provenance import code_version
 from sessions.timeutil import now
 from sessions.volumes import catalog
@@ -103,7 +103,7 @@ def init_job(session: Session, rnd: dict, target: str, init="auto") -> dict | No
 def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: int, patch=None, batch: int = 2,
                lr: float = 1e-3, base: int | None = None, levels: int | None = None, seed: int = 0,
                threads: int = 0, checkpoint_every: int = 100, init="auto", preprocess: str | None = None,
-               augment: str | dict | None = None, validation: float | None = None) -> dict:
+               augment: str | dict | None = None, validation: float | None = None, stem=None) -> dict:
     """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
 
     `init`: where the weights start —
@@ -122,9 +122,10 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     `augment`: a preset / "kind=strength" text (`parse_augment`) or a parsed dict; None the default.
     `validation`: the fraction of each crop held apart to choose the checkpoint (None: the default, 0: none).
 
-    Architecture: fine-tuning keeps the init model's. `base`/`levels` None take it (16/4 from scratch);
-    given and different from the init model's, or a volume of another voxel size, they are refused here
-    (FibError) rather than failing in the job: pass the init model's values, or init="scratch".
+    Architecture: fine-tuning keeps the init model's. `base`/`levels`/`stem` None take it (from scratch:
+    16, 4 and `default_stem` of the voxel size); given and different from the init model's, or a volume of
+    another voxel size, they are refused here (FibError) rather than failing in the job: pass the init
+    model's values, or init="scratch".
     """
     target = target or rnd["target"]
     if target is None:
@@ -141,6 +142,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     init_path = None
     if prev is None:
         base, levels = 16 if base is None else base, 4 if levels is None else levels
+        stem = default_stem(vol["voxel_size"]) if stem is None else stem
         pre = train_options.preprocess_record(preprocess)
     else:
         res = jobs.result(session, prev) or {}
@@ -148,11 +150,13 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         if not init_path.is_file():
             raise FibError(f"the model of {prev['id']} ({init_path}) is missing; pass --from scratch or another round")
         pspec = jobs.spec(session, prev) or {}
-        arch = {"base": 16, "levels": 4, **pspec.get("model", {})}
+        arch = {"base": 16, "levels": 4, "stem": [1, 1, 1], **pspec.get("model", {})}  # older specs: no stem
         base, levels = arch["base"] if base is None else base, arch["levels"] if levels is None else levels
-        if (int(base), int(levels)) != (arch["base"], arch["levels"]):
-            raise FibError(f"base {base}, levels {levels}: {prev['id']}, the model this training starts from, has "
-                           f"base {arch['base']}, levels {arch['levels']}; pass those, or --from scratch")
+        stem = arch["stem"] if stem is None else stem
+        if (int(base), int(levels), [int(v) for v in stem]) != (arch["base"], arch["levels"], list(arch["stem"])):
+            raise FibError(f"base {base}, levels {levels}, stem {fmt(stem)}: {prev['id']}, the model this training "
+                           f"starts from, has base {arch['base']}, levels {arch['levels']}, stem {fmt(arch['stem'])}; "
+                           "pass those, or --from scratch")
         pvs = (pspec.get("volume") or {}).get("voxel_size")
         if pvs is not None and [float(v) for v in pvs] != [float(v) for v in vol["voxel_size"]]:
             raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
@@ -166,7 +170,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
         "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
         "patch": list(patch or train_patch(session, prev, vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
-        "model": {"base": int(base), "levels": int(levels)},
+        "model": {"base": int(base), "levels": int(levels), "stem": [int(v) for v in stem]},
         "init_checkpoint": str(init_path) if init_path else None, "init_job": prev["id"] if prev else None,
         "preprocess": pre,
         "augment": augment if isinstance(augment, dict) else train_options.parse_augment(augment),
@@ -220,11 +224,24 @@ def train_patch(session: Session, prev: dict | None, voxel_size) -> tuple[int, i
     return tuple(int(v) for v in patch) if patch else default_patch(voxel_size)
 
 
+STEM_BELOW_NM = 6.0  # axes with finer voxels are pooled ×2 before the U-Net's levels (see remote/model.py)
+
+
+def default_stem(voxel_size) -> tuple[int, int, int]:
+    """×2 on the axes finer than STEM_BELOW_NM: there a voxel is far smaller than any structure a round
+    segments (mitochondria, a pore 100 nm across), so the levels run on a grid twice as coarse at a quarter
+    of the work per in-plane voxel and twice the context, and the full-resolution input still reaches the
+    output. Measured on 4.6 nm ssTEM: docs/benchmarks.md, "Training options"."""
+    return tuple(2 if float(v) < STEM_BELOW_NM else 1 for v in voxel_size)
+
+
 def default_patch(voxel_size) -> tuple[int, int, int]:
-    """About the same physical extent per axis, capped for CPU memory/time."""
+    """About the same physical extent per axis, capped for CPU memory/time; a multiple of the default net's
+    pooling. Anisotropic: 4×256×256 with the in-plane stem of voxels finer than STEM_BELOW_NM (measured
+    against 4×192×192 at the same compute, docs/benchmarks.md), else 4×192×192."""
     z, y, _ = voxel_size
     if z > 2 * y:
-        return (4, 192, 192)
+        return (4, 256, 256) if float(y) < STEM_BELOW_NM else (4, 192, 192)
     return (32, 96, 96)
 
 

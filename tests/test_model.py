@@ -19,6 +19,38 @@ def test_anisotropic_plan_never_pools_coarse_axis():
     assert iso.pools == [(2, 2, 2)] * 2 and iso.kernels == [(3, 3, 3)] * 3
 
 
+def test_a_stem_plans_the_levels_at_the_coarser_voxel_size_and_keeps_the_inputs_grid():
+    cfg = UNetConfig(voxel_size=(50, 4.6, 4.6), levels=4, stem=(1, 2, 2))
+    assert cfg.pools == [(1, 2, 2), (1, 2, 2), (2, 2, 2)]          # 9.2 nm: xy catches z up a level sooner
+    assert cfg.divisor == (2, 16, 16) and cfg.full_kernel == (1, 3, 3)
+    net = UNet3D(UNetConfig(voxel_size=(50, 4.6, 4.6), levels=3, base=4, stem=(1, 2, 2))).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, 2, 64, 64)).shape == (1, 1, 2, 64, 64)
+
+
+def test_a_model_saved_before_stems_loads_as_the_plain_net():
+    old = UNetConfig(voxel_size=(8, 8, 8), levels=2, base=4).to_dict()
+    del old["stem"]
+    cfg = UNetConfig.from_dict(old)
+    assert cfg.stem == (1, 1, 1)
+    assert not any(k.startswith("stem") for k in UNet3D(cfg).state_dict())
+
+
+@pytest.mark.parametrize("stem", [(1, 1, 1), (1, 2, 2), (2, 2, 2)])
+def test_receptive_radius_bounds_what_an_output_voxel_sees(stem):
+    """The halo prediction pads with: no input voxel beyond it may change an output voxel."""
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(voxel_size=(8, 4, 4), levels=3, base=4, stem=stem)).eval()
+    x = torch.randn(1, 1, 48, 160, 160, requires_grad=True)
+    c = (24, 80, 80)
+    net(x)[0, 0, c[0], c[1], c[2]].backward()
+    seen = np.argwhere(x.grad[0, 0].abs().numpy() > 0)
+    reach = np.abs(seen - np.array(c)).max(axis=0)
+    radius = np.array(predict.receptive_radius(net))
+    assert (reach <= radius).all(), (reach, radius)
+    assert (reach >= radius // 2).all()                               # an upper bound, not a wild one
+
+
 def test_masked_loss_ignores_unlabelled_voxels():
     logits = torch.randn(1, 1, 4, 8, 8, requires_grad=True)
     tgt = (torch.rand(1, 1, 4, 8, 8) > 0.5).float()
@@ -45,10 +77,10 @@ def _stitched(model, raw, block, halo):
     return out
 
 
-@pytest.mark.parametrize("voxel", [(8, 8, 8), (40, 8, 8)])
-def test_blockwise_prediction_has_no_seams(voxel):
+@pytest.mark.parametrize("voxel, stem", [((8, 8, 8), (1, 1, 1)), ((40, 8, 8), (1, 1, 1)), ((40, 4, 4), (1, 2, 2))])
+def test_blockwise_prediction_has_no_seams(voxel, stem):
     torch.manual_seed(0)
-    model = UNet3D(UNetConfig(voxel_size=voxel, levels=3, base=4)).eval()
+    model = UNet3D(UNetConfig(voxel_size=voxel, levels=3, base=4, stem=stem)).eval()
     with torch.no_grad():  # a random net's output is nearly flat at p=0.5: spread it so seams would show
         model.head.weight.mul_(50)
     raw = np.random.default_rng(0).integers(0, 255, (32, 128, 128), dtype=np.uint8)

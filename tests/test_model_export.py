@@ -17,11 +17,12 @@ import torch
 from conftest import blobs_volume, db_snapshot, run_cli
 from fibtui.cli import main
 from remote.blocks import round_up
-from remote.checkpoints import load_model
+from remote.checkpoints import load_model, save
 from remote.dispatch import Dispatcher
 from remote.bioimageio import write_package
 from remote.model_export import export, load, read_sidecar
-from remote.predict import predict_block
+from remote.model import UNet3D, UNetConfig
+from remote.predict import block_halo, predict_block
 from remote.preprocess import wrap
 from remote.sampling import read_padded
 from sessions import jobs, labels, rounds
@@ -103,6 +104,25 @@ def test_export_reproduces_the_sessions_prediction(trained, fmt):
     theirs = v.pred[WHOLE.slices].astype(np.int16)
     assert np.abs(exported_on(info["path"], side, v.raw, WHOLE) - theirs).max() <= 1  # two runtimes' float rounding
     assert "model exported" in v.entries
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_model_with_a_stem_exports_and_reproduces_the_job_side_prediction(tmp_path, fmt):
+    """The stem's pooling, transposed convolution and full-resolution convolution survive tracing and ONNX."""
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(voxel_size=(40, 4, 4), levels=2, base=4, stem=(1, 2, 2))).eval()
+    with torch.no_grad():  # a random net is flat at p=0.5: spread it so a wrong stem would show
+        net.head.weight.mul_(20)
+    save({"model": net.state_dict(), "config": net.cfg.to_dict(), "target": 2, "target_name": "blob"},
+         tmp_path / "model.pt")
+    export(tmp_path / "model.pt", fmt, tmp_path / f"m.{fmt}", {})
+    side = read_sidecar(tmp_path / f"m.{fmt}")
+    assert side["architecture"]["stem"] == [1, 2, 2] and side["input"]["divisor"] == [1, 4, 4]
+    raw = np.random.default_rng(1).integers(0, 255, (8, 96, 96), dtype=np.uint8)
+    core = Box((2, 16, 16), (4, 64, 64))
+    want = predict_block(net, raw, core, block_halo(net), net.cfg.divisor, torch.device("cpu")).astype(np.int16)
+    assert want.std() > 10
+    assert np.abs(exported_on(tmp_path / f"m.{fmt}", side, raw, core) - want).max() <= 1
 
 
 @pytest.fixture(scope="module")

@@ -185,10 +185,13 @@ def test_resumable_only_for_stopped_trainings_with_a_checkpoint(sess):
 
 # ----------------------------------------------------------------- fine-tuning follows the target
 
-def _completed_train(s, n: int, target: str, base=4, levels=2) -> dict:
-    """A COMPLETED train job of round n for `target`, as the job would leave it (spec, model.pt, result.json)."""
+def _completed_train(s, n: int, target: str, base=4, levels=2, drop_stem=False) -> dict:
+    """A COMPLETED train job of round n for `target`, as the job would leave it (spec, model.pt, result.json);
+    `drop_stem`: its spec as fibtui wrote it before stems existed."""
     spec = rounds.train_spec(s, rounds.get(s, n), target=target, iterations=1, init="scratch",
                              **{**NET, "base": base, "levels": levels})
+    if drop_stem:
+        del spec["model"]["stem"]
     job = jobs.create(s, n, "train", spec, "local")
     jd = jobs.job_dir(s, job)
     (jd / "model.pt").write_bytes(b"weights")
@@ -245,11 +248,29 @@ def test_architecture_follows_the_init_model_or_is_refused(sess):
     rounds.new_round(sess)
     r2 = rounds.get(sess, 2)
     spec = rounds.train_spec(sess, r2, target="blob", iterations=5, patch=(8, 32, 32))
-    assert spec["model"] == {"base": 4, "levels": 2}  # kept from the init model
-    with pytest.raises(FibError, match=r"base 16, levels 2: r1-train-1, .* has base 4, levels 2"):
+    assert spec["model"] == {"base": 4, "levels": 2, "stem": [1, 1, 1]}  # kept from the init model
+    with pytest.raises(FibError, match=r"base 16, levels 2, stem 1,1,1: r1-train-1, .* has base 4, levels 2"):
         rounds.train_spec(sess, r2, target="blob", iterations=5, base=16)
+    with pytest.raises(FibError, match=r"stem 1,2,2: r1-train-1, .* stem 1,1,1; pass those, or --from scratch"):
+        rounds.train_spec(sess, r2, target="blob", iterations=5, stem=(1, 2, 2))
     assert rounds.train_spec(sess, r2, target="blob", iterations=5, base=16, init="scratch")["model"] == \
-        {"base": 16, "levels": 4}
+        {"base": 16, "levels": 4, "stem": [1, 1, 1]}                    # 8 nm voxels: no stem
+    # a model trained before stems existed (its spec has none) is fine-tuned as the plain net it is
+    old = _completed_train(sess, 2, "blob", drop_stem=True)
+    assert "stem" not in jobs.spec(sess, old)["model"]
+    rounds.new_round(sess)
+    spec = rounds.train_spec(sess, rounds.get(sess, 3), target="blob", iterations=5, patch=(8, 32, 32))
+    assert spec["init_job"] == old["id"] and spec["model"]["stem"] == [1, 1, 1]
+
+
+def test_the_stem_follows_the_voxel_size():
+    assert rounds.default_stem((50, 4.6, 4.6)) == (1, 2, 2)
+    assert rounds.default_stem((4, 4, 4)) == (2, 2, 2)
+    assert rounds.default_stem((8, 8, 8)) == rounds.default_stem((12, 12, 12)) == (1, 1, 1)
+    from remote.model import UNetConfig
+    for vs in ((50, 4.6, 4.6), (40, 8, 8), (4, 4, 4), (8, 8, 8)):   # the default net takes the default patch
+        div = UNetConfig(voxel_size=vs, levels=4, stem=rounds.default_stem(vs)).divisor
+        assert all(p % d == 0 for p, d in zip(rounds.default_patch(vs), div)), (vs, div)
 
 
 def test_a_refused_training_leaves_the_session_unchanged(sess):

@@ -158,7 +158,8 @@ def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_valida
     assert ck["preprocess"]["method"] == "percentile" and "lo_value" in ck["preprocess"]
     events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
     val = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou"}
-    assert set(val) == {10, 20, 30}                      # every checkpoint and the end
+    (announced,) = [e for e in events if e["type"] == "validation"]
+    assert set(val) == set(announced["steps"]) and max(val) == 30 and len(val) >= 2   # a rival, and the end
     assert ck["chosen"]["by"] == "validation IoU" and ck["chosen"]["val_iou"] == max(val.values())
     assert ck["chosen"]["step"] == max(s for s, v in val.items() if v == max(val.values()))
     spec = json.loads((job / "spec.json").read_text())
@@ -166,15 +167,14 @@ def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_valida
 
 
 def test_prediction_applies_the_models_preprocessing(trained):
-    from remote.blocks import round_up
     from remote.checkpoints import load_model
-    from remote.predict import predict_block, receptive_radius
+    from remote.predict import block_halo, predict_block
     from sessions.geometry import Box
     from sessions.volumes import omezarr
 
     model, ck = load_model(trained / "jobs" / "r1-train-1" / "model.pt")
     model.eval()
-    halo = tuple(round_up(r, d) for r, d in zip(receptive_radius(model), model.cfg.divisor))  # as the job does
+    halo = block_halo(model)  # as the job does
     vol = trained / "volumes" / "v.ome.zarr"
     raw = omezarr.open_multiscale(vol).levels[0]
     box = Box((0, 0, 0), (16, 64, 64))
@@ -190,8 +190,34 @@ def test_bad_training_options_are_one_line_and_change_nothing(trained):
     for flags, says in ((["--preprocess", "sharpen"], "--preprocess 'sharpen': choose one of"),
                         (["--augment", "twirl=1"], "--augment 'twirl=1': no augmentation 'twirl'"),
                         (["--validation", "0.9"], "--validation 0.9: give a fraction"),
-                        (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile")):
+                        (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile"),
+                        (["--patch", "7,32,30"], "--patch 7,32,30: each extent must be a multiple of 2,2,2 (the "
+                                                 "U-Net's pooling, stem included); try --patch 8,32,30"),
+                        (["--stem", "1,2,2"], "stem 1,2,2: r1-train-1, the model this training starts from, has "
+                                              "base 4, levels 2, stem 1,1,1")):
         out = run_cli("round", "train", "--session", trained, "--target", "blob", "--iterations", "5", *flags)
         assert out.returncode != 0 and says in out.stderr, (flags, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
     assert db_snapshot(trained) == before
+
+
+def test_validation_is_scored_as_often_as_a_tenth_of_the_run_allows():
+    from remote.train import validation_steps
+    assert validation_steps(1200, 20.0) == [200, 400, 600, 800, 1000, 1200]   # cheap: the most, 6
+    assert validation_steps(1200, 40.0) == [400, 800, 1200]                   # 3 × 40 = a tenth of 1200
+    assert validation_steps(1200, 500.0) == [600, 1200]                       # dear: still a rival to the end
+    assert validation_steps(1, 500.0) == [1]
+    assert validation_steps(30, 0.0, every=10) == [10, 20, 30]                # validate_every wins
+    assert validation_steps(25, 0.0, every=10) == [10, 20, 25]
+
+
+def test_validation_cost_counts_the_halo_a_slab_computes():
+    from remote.model import UNet3D, UNetConfig
+    from remote.sampling import Validation
+    from remote.train import validation_cost
+    from sessions.geometry import Box
+
+    model = UNet3D(UNetConfig(voxel_size=(50, 4.6, 4.6), levels=4, base=4))  # halo (2, 56, 56), divisor (1, 8, 8)
+    slab = Validation(Box((0, 0, 0), (14, 80, 512)), np.zeros((14, 80, 512), np.uint8))
+    cost = validation_cost(model, [slab], batch=2, patch=(4, 192, 192))
+    assert cost == pytest.approx(0.7 * 18 * 192 * 624 / (2 * 4 * 192 * 192))

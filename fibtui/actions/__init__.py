@@ -68,6 +68,7 @@ from fibtui.actions.rounds import (
     train,
 )
 from sessions import train_options
+from sessions.rounds import STEM_BELOW_NM
 from sessions.workspace import Session
 
 BLOCK = Param("block", "--block", "Block Z,Y,X", triple(), None,
@@ -112,6 +113,9 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
                   "U-Net channels at the first level (default: the starting model's, else 16)"),
             Param("levels", "--levels", "Levels", integer(1), None,
                   "U-Net levels (default: the starting model's, else 4)"),
+            Param("stem", "--stem", "Stem Z,Y,X", triple(), None,
+                  "pooling before the U-Net's levels, per axis (default: the starting model's, else 2 on axes "
+                  f"finer than {STEM_BELOW_NM:g} nm)"),
             Param("seed", "--seed", "Seed", integer(0), 0, "random seed"),
             THREADS,
             Param("init", "--from", "Start from", init_source, "auto",

@@ -10,7 +10,7 @@ from fibtui.actions.defaults import last_threshold
 from remote import preview
 from sessions import jobs, labels, rounds
 from sessions.errors import FibError
-from sessions.geometry import Box, fmt_range
+from sessions.geometry import Box, fmt, fmt_range
 from sessions.volumes import catalog
 from sessions.workspace import Session
 
@@ -52,23 +52,36 @@ def label_holdout(session: Session, ctx: Context, *, region: int, labels_path: P
 
 
 def train(session: Session, ctx: Context, *, round_n: int | None, target: str | None, iterations: int, patch,
-          batch: int, lr: float, base: int | None, levels: int | None, seed: int, threads: int, init,
+          batch: int, lr: float, base: int | None, levels: int | None, stem, seed: int, threads: int, init,
           preprocess: str | None, augment: dict, validation: float, executor: str) -> dict:
     rnd = rounds.get(session, round_n)
     spec = rounds.train_spec(session, rnd, target=target, iterations=iterations, patch=patch, batch=batch, lr=lr,
                              base=base, levels=levels, seed=seed, threads=threads, init=init, preprocess=preprocess,
-                             augment=augment, validation=validation)
+                             augment=augment, validation=validation, stem=stem)
+    check_patch(spec)
     job = _dispatcher(session, ctx).submit(rnd["n"], "train", spec, executor)
     rounds.set_target(session, rnd["n"], spec["target_name"])
     log(session, ctx, "job submitted", "job", job["id"], rnd["n"],
         {"kind": "train", "executor": executor, "target": spec["target_name"], "iterations": iterations,
          "patch": ",".join(map(str, spec["patch"])), "batch": batch, "lr": lr, "base": spec["model"]["base"],
-         "levels": spec["model"]["levels"],
+         "levels": spec["model"]["levels"], "stem": ",".join(map(str, spec["model"]["stem"])),
          "seed": seed, "from": spec.get("init_job") or "scratch", "preprocess": spec["preprocess"]["method"],
          "augment": augment_text(spec["augment"]), "validation": spec["validation"]})
     start = spec.get("init_job") or "scratch"
     return {**job, "summary": f"submitted {job['id']} on {executor}: {spec['target_name']}, {iterations} iterations, "
                               f"from {start}, preprocessing {spec['preprocess']['method']}"}
+
+
+def check_patch(spec: dict) -> None:
+    """A patch the U-Net cannot take (not a multiple of its pooling) is one line here, not a failed job."""
+    from remote.model import UNetConfig  # torch: only when a training is submitted
+
+    div = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec["model"]).divisor
+    patch = spec["patch"]
+    if any(p % d for p, d in zip(patch, div)):
+        near = [max(d, round(p / d) * d) for p, d in zip(patch, div)]
+        raise FibError(f"--patch {fmt(patch)}: each extent must be a multiple of {fmt(div)} (the U-Net's pooling, "
+                       f"stem included); try --patch {fmt(near)}")
 
 
 def augment_text(aug: dict) -> str:
