@@ -18,9 +18,8 @@ and stored in model.pt, so prediction and preview apply exactly what training
 saw. Validation: the slabs `PatchSampler` held apart score the model at
 `validation_steps` ("metric" events val_iou and val_dice, the curve the TUI
 plots beside the loss), as often as a tenth of the run's compute allows; the
-weights that scored
-best (ties: the later) are what model.pt holds, and its "chosen" says which
-step and score. On a GPU, batches are made in a background thread (`Batches`),
+weights that scored best (ties: the later) are what model.pt holds, and its
+"chosen" says which step and score. On a GPU, batches are made in a background thread (`Batches`),
 in pinned memory, while the model trains; on a CPU in line (`InLine`).
 """
 
