@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_options import heldout_iou  # noqa: E402
+from train_options import curve, heldout_iou  # noqa: E402
 from vnc_mito_round import QUADRANTS, add_crops, build_session, fib  # noqa: E402
 
 
@@ -48,10 +48,11 @@ def train_curve(session_dir: Path, round_n: int, job: Path, iterations: int, arg
         job.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         res = train.run(spec, job)
+        kept = curve(s, job, t0)
+        # the weights a user would have got by stopping there: the average's, where the run keeps one
+        points = [p for p in kept if p["averaged"] == any(q["averaged"] for q in kept)]
         events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
-        kept = [(e["step"], e["t"] - t0, job / e["path"]) for e in events if e.get("kept")]
         final = next(e for e in events if e.get("final"))
-        points = [{"step": st, "wall_s": round(w, 1), "iou": round(heldout_iou(s, p), 4)} for st, w, p in kept]
         points.append({"step": iterations, "wall_s": round(final["t"] - t0, 1),
                        "iou": round(heldout_iou(s, job / res["checkpoint"]), 4), "final": True})
     finally:

@@ -65,6 +65,14 @@ def heldout_iou(session, model_path: Path) -> float:
     return tp / (tp + fp + fn) if tp + fp + fn else 1.0
 
 
+def curve(session, job: Path, t0: float) -> list[dict]:
+    """Held-out IoU of every weight file the run kept (`keep_checkpoints`): {"step", "wall_s" (since `t0`, a
+    time.time()), "iou", "averaged"} in the order written."""
+    events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
+    return [{"step": e["step"], "wall_s": round(e["t"] - t0, 1), "iou": round(heldout_iou(session, job / e["path"]), 4),
+             "averaged": bool(e.get("averaged"))} for e in events if e.get("kept")]
+
+
 def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, args) -> dict:
     from remote import train
     from sessions import rounds
@@ -77,18 +85,22 @@ def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, 
                                  patch=tuple(int(v) for v in args.patch.split(",")) if args.patch else None,
                                  batch=args.batch, seed=seed,
                                  threads=args.threads, init="scratch", **opts)
+        if args.every:
+            spec.update(keep_checkpoints=True, checkpoint_every=args.every)
         job = out_dir / f"{name}-s{seed}"
         job.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
+        t0, t0_epoch = time.perf_counter(), time.time()
         res = train.run(spec, job)
         wall = time.perf_counter() - t0
         iou = heldout_iou(s, job / res["checkpoint"])
+        points = curve(s, job, t0_epoch) if args.every else []
     finally:
         s.close()
     return {"variant": name, "flags": flags, "seed": seed, "iterations": args.iterations, "patch": spec["patch"], "model": spec["model"],
             "batch": args.batch, "threads": args.threads, "train_wall_s": round(wall, 1), "heldout_iou": round(iou, 4),
             "chosen": res["chosen"], "preprocess": res["preprocess"]["method"], "augment": spec["augment"],
-            "validation": spec["validation"]}
+            "validation": spec["validation"], "average": spec.get("average", 0.0),
+            **({"curve": points} if points else {})}
 
 
 def report(out_dir: Path) -> None:
@@ -132,6 +144,9 @@ def main() -> None:
     ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: all)")
+    ap.add_argument("--every", type=int, default=0,
+                    help="keep the weights (and the average's) every N iterations and score each on the held-out "
+                         "regions: the curve in the results (0: only the chosen model)")
     ap.add_argument("--report", action="store_true", help="print the table of DIR/results.jsonl and write the PNG")
     args = ap.parse_args()
     if args.report:

@@ -16,11 +16,15 @@ schedule of a run that had been started with the new total.
 Preprocessing (remote/preprocess.py) is resolved here, once, on the volume,
 and stored in model.pt, so prediction and preview apply exactly what training
 saw. Validation: the slabs `PatchSampler` held apart score the model at
-`validation_steps` ("metric" events val_iou and val_dice, the curve the TUI
-plots beside the loss), as often as a tenth of the run's compute allows; the
-weights that scored best (ties: the later) are what model.pt holds, and its
-"chosen" says which step and score. On a GPU, batches are made in a background thread (`Batches`),
-in pinned memory, while the model trains; on a CPU in line (`InLine`).
+`validation_steps` ("metric" events val_iou and val_dice at p ≥ 0.5, the curve
+the TUI plots beside the loss, and the best threshold's), as often as a tenth of
+the run's compute allows. The weights that scored best at their best threshold
+(ties: the later) are what model.pt holds, with that threshold folded into the
+head's bias (`calibrated`: the nets trained here over-predict, and the slabs'
+threshold carries to the held-out regions, docs/benchmarks.md); its "chosen"
+says which step, scores and threshold. On a GPU, batches are made in a
+background thread (`Batches`), in pinned memory, while the model trains; on a
+CPU in line (`InLine`).
 """
 
 from __future__ import annotations
@@ -153,25 +157,60 @@ def validation_steps(total: int, cost: float, every: int | None = None, most: in
     return sorted({round(total * (i + 1) / n) for i in range(n)})
 
 
+def averager(model, total: int, horizon: float):
+    """An exponential moving average of the weights and BatchNorm statistics (torch's AveragedModel), over the
+    last `horizon` of the run (decay 1 - 1/(horizon·total)); None if `horizon` is 0. With the cosine decay its
+    final weights are the run's smoothed end point rather than one noisy step of it."""
+    if not horizon:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 1.0 - 1.0 / max(1.0, float(horizon) * total)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+THRESHOLDS = [round(0.1 + 0.05 * i, 2) for i in range(18)]  # 0.10 … 0.95: where the slabs may move p ≥ 0.5
+
+
 def validate(model, raw, regions, target: int, device) -> dict:
-    """IoU and Dice of the target on the held-apart slabs' labelled voxels, at p ≥ 0.5, as prediction does it
-    (the same halo, on the pooling grid)."""
+    """The held-apart slabs' labelled voxels scored as prediction makes them (the same halo, on the pooling
+    grid): IoU and Dice of the target at p ≥ 0.5, and the threshold of THRESHOLDS with the best IoU (ties:
+    the nearest to 0.5) with that IoU. One histogram of the uint8 probabilities per class gives every
+    threshold at once."""
     from remote.predict import block_halo, predict_block
 
     div, halo = model.cfg.divisor, block_halo(model)
+    hist = np.zeros((2, 256), np.int64)  # [other labelled, target] × probability
     model.eval()
-    inter = union = psum = tsum = 0
     try:
         for v in regions:
-            p = predict_block(model, raw, v.box, halo, div, device) >= 128
-            m, t = v.labels > 0, v.labels == target
-            inter += int((p & t & m).sum())
-            union += int(((p | t) & m).sum())
-            psum, tsum = psum + int((p & m).sum()), tsum + int(t.sum())
+            p = predict_block(model, raw, v.box, halo, div, device)
+            known, t = v.labels > 0, v.labels == target
+            hist[0] += np.bincount(p[known & ~t], minlength=256)
+            hist[1] += np.bincount(p[t], minlength=256)
     finally:
         model.train()
-    return {"val_iou": inter / union if union else 1.0,
-            "val_dice": 2 * inter / (psum + tsum) if psum + tsum else 1.0}
+    above = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # voxels at p ≥ k/255, per k
+
+    def scores(k: int) -> tuple[float, float]:
+        tp, fp, fn = above[1, k], above[0, k], hist[1].sum() - above[1, k]
+        return (tp / (tp + fp + fn) if tp + fp + fn else 1.0, 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+
+    iou, dice = scores(128)
+    best = max(THRESHOLDS, key=lambda th: (scores(round(th * 255))[0], -abs(th - 0.5)))
+    return {"val_iou": float(iou), "val_dice": float(dice),
+            "val_iou_best": float(scores(round(best * 255))[0]), "val_threshold": best}
+
+
+def calibrated(weights: dict, threshold: float) -> dict:
+    """The weights with the head's bias lowered by logit(threshold): the saved model's p ≥ 0.5 is the trained
+    one's p ≥ threshold, so prediction, preview, evaluation, objects and exports all use the threshold the
+    validation slabs chose without knowing of it."""
+    if threshold == 0.5:
+        return weights
+    out = dict(weights)
+    out["head.bias"] = weights["head.bias"] - math.log(threshold / (1 - threshold))
+    return out
 
 
 def run(spec: dict, job_dir: Path) -> dict:
@@ -219,10 +258,13 @@ def run(spec: dict, job_dir: Path) -> dict:
     sampler = PatchSampler(raw, spec["crops"], spec["target"], spec["patch"], rng,
                            voxel_size=spec["volume"]["voxel_size"], augment=spec.get("augment"),
                            validation=float(spec.get("validation", 0.0)))
+    avg = averager(model, total, float(spec.get("average", 0.0)))
     start = 0
-    best = None  # {"step", "val_iou", "val_dice", "model"}: the best-scoring weights so far
+    best = None  # {"step", validate's scores, "model"}: the best-scoring weights so far
     if ck is not None:
         model.load_state_dict(ck["model"])
+        if avg is not None:
+            avg.load_state_dict(ck["average"])
         best = ck.get("best")
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -242,23 +284,33 @@ def run(spec: dict, job_dir: Path) -> dict:
     def checkpoint(it: int) -> None:
         save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "torch_rng": torch.get_rng_state(), "numpy_rng": rng_after, "iteration": it,
-              "config": cfg.to_dict(), "total": total, "warmup": warmup, "preprocess": pre, "best": best}, ck_path)
+              "config": cfg.to_dict(), "total": total, "warmup": warmup, "preprocess": pre, "best": best,
+              **({"average": avg.state_dict()} if avg is not None else {})}, ck_path)
         append_event(job_dir, "checkpoint", step=it, path=CHECKPOINT)
-        if spec.get("keep_checkpoints"):  # the weights of every checkpoint, for curves over the run
-            kept = Path("checkpoints") / f"it{it:07d}.pt"
-            (job_dir / kept).parent.mkdir(exist_ok=True)
-            save({"model": model.state_dict(), "config": cfg.to_dict(), "preprocess": pre, "iteration": it},
-                 job_dir / kept)
-            append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True)
+        keep(it)
+
+    def keep(it: int) -> None:
+        """With the spec's keep_checkpoints, the weights at `it` (and the average's) stay on disk, for the
+        benchmarks' curves over a run."""
+        if not spec.get("keep_checkpoints"):
+            return
+        for name, net in (("it", model), ("avg-it", avg.module if avg is not None else None)):
+            if net is not None:
+                kept = Path("checkpoints") / f"{name}{it:07d}.pt"
+                (job_dir / kept).parent.mkdir(exist_ok=True)
+                save({"model": net.state_dict(), "config": cfg.to_dict(), "preprocess": pre, "iteration": it},
+                     job_dir / kept)
+                append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True, averaged=net is not model)
 
     def score(it: int) -> None:
         nonlocal best
         t_val = time.perf_counter()
-        s = validate(model, raw, sampler.validation, int(spec["target"]), device)
+        scored = avg.module if avg is not None else model  # the weights model.pt would keep
+        s = validate(scored, raw, sampler.validation, int(spec["target"]), device)
         for name, value in s.items():
             append_event(job_dir, "metric", name=name, value=value, step=it)
-        if best is None or s["val_iou"] >= best["val_iou"]:
-            best = {"step": it, **s, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if best is None or s["val_iou_best"] >= best.get("val_iou_best", best["val_iou"]):  # older: no best
+            best = {"step": it, **s, "model": {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}}
         validation_s[0] += time.perf_counter() - t_val
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
@@ -285,6 +337,8 @@ def run(spec: dict, job_dir: Path) -> dict:
             loss.backward()
             opt.step()
             sched.step()
+            if avg is not None:
+                avg.update_parameters(model)
             seen += x.numel()
             run_loss.append(loss.item())
             done = it + 1
@@ -303,11 +357,13 @@ def run(spec: dict, job_dir: Path) -> dict:
                 checkpoint(done)
     finally:
         batches.close()
+    keep(total)
 
     weights, chosen = model.state_dict(), {"by": "final weights (no validation slab)", "step": total}
     if best is not None:
-        weights = best["model"]
-        chosen = {"by": "validation IoU", **{k: v for k, v in best.items() if k != "model"}}
+        weights = calibrated(best["model"], best.get("val_threshold", 0.5))
+        chosen = {"by": "validation IoU at its best threshold (folded into the head's bias)",
+                  **{k: v for k, v in best.items() if k != "model"}}
     save({"model": weights, "config": cfg.to_dict(), "target": spec["target"], "target_name": spec.get("target_name"),
           "iterations": total, "seed": seed, "preprocess": pre, "chosen": chosen}, job_dir / MODEL)
     append_event(job_dir, "checkpoint", step=total, path=MODEL, final=True, chosen=chosen)

@@ -42,6 +42,7 @@ AUGMENT_PRESETS = {
 }
 DEFAULT_AUGMENT = "flips"  # the measured baseline (vnc-mito 0.735); the other presets are not measured yet
 DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose the checkpoint
+DEFAULT_AVERAGE = 0.0      # span of the weights' moving average (remote/train.averager): measured no better, off
 
 
 def preprocess_record(method: str | None, flag: str = "--preprocess", **params) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -160,8 +161,13 @@ def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_valida
     val = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou"}
     (announced,) = [e for e in events if e["type"] == "validation"]
     assert set(val) == set(announced["steps"]) and max(val) == 30 and len(val) >= 2   # a rival, and the end
-    assert ck["chosen"]["by"] == "validation IoU" and ck["chosen"]["val_iou"] == max(val.values())
-    assert ck["chosen"]["step"] == max(s for s, v in val.items() if v == max(val.values()))
+    best = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou_best"}
+    threshold = {e["step"]: e["value"] for e in events if e.get("name") == "val_threshold"}
+    assert set(best) == set(threshold) == set(val) and all(best[k] >= val[k] for k in val)  # 0.5 is a candidate
+    chosen = ck["chosen"]
+    assert chosen["by"].startswith("validation IoU at its best threshold") and chosen["val_iou_best"] == max(best.values())
+    assert chosen["step"] == max(s for s, v in best.items() if v == max(best.values()))
+    assert chosen["val_threshold"] == threshold[chosen["step"]] and 0.1 <= chosen["val_threshold"] <= 0.95
     spec = json.loads((job / "spec.json").read_text())
     assert spec["augment"]["elastic"] > 0 and spec["validation"] == 0.25
 
@@ -221,3 +227,38 @@ def test_validation_cost_counts_the_halo_a_slab_computes():
     slab = Validation(Box((0, 0, 0), (14, 80, 512)), np.zeros((14, 80, 512), np.uint8))
     cost = validation_cost(model, [slab], batch=2, patch=(4, 192, 192))
     assert cost == pytest.approx(0.7 * 18 * 192 * 624 / (2 * 4 * 192 * 192))
+
+
+def test_the_average_follows_the_weights_and_batchnorm_statistics_over_the_runs_last_tenth():
+    from remote.train import averager
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
+    assert averager(net, total=100, horizon=0.0) is None                     # 0: no average, the raw weights
+    avg = averager(net, total=100, horizon=0.1)                              # over 10 steps: decay 0.9
+    w0 = net[0].weight.detach().clone()
+    avg.update_parameters(net)                                               # the first step: a copy
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.fill_(1.0)
+    avg.update_parameters(net)
+    assert torch.allclose(avg.module[0].weight, w0 + 0.1)
+    assert torch.allclose(avg.module[1].running_mean, torch.full((2,), 0.1))  # the statistics prediction uses
+    assert torch.equal(net[0].weight, w0 + 1.0)                              # the training weights untouched
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.25])
+def test_the_threshold_the_slabs_chose_is_folded_into_the_model(threshold):
+    from remote.model import UNet3D, UNetConfig
+    from remote.train import calibrated
+
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(voxel_size=(8, 8, 8), levels=2, base=4)).eval()
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        p = torch.sigmoid(net(x))
+        folded = UNet3D(net.cfg).eval()
+        folded.load_state_dict(calibrated(net.state_dict(), threshold))
+        q = torch.sigmoid(folded(x))
+    assert torch.equal(q >= 0.5, p >= threshold)   # what prediction, evaluation and export threshold at 0.5
+    assert torch.allclose(torch.logit(q), torch.logit(p) - math.log(threshold / (1 - threshold)), atol=1e-4)
+    assert net.state_dict()["head.bias"].data_ptr() != folded.state_dict()["head.bias"].data_ptr()

@@ -41,7 +41,8 @@ class Snapshot:
     answer: dict | None = None         # the latest measurement (sessions.measure.latest): pores per µm² per nucleus
 
 
-TRAINING_CURVES = ("loss", "lr", "val_iou")  # val_iou: the held-apart slabs' score, that chooses the model
+# val_iou_best: the held-apart slabs' IoU at their best threshold, the score that chooses the model
+TRAINING_CURVES = ("loss", "lr", "val_iou_best")
 
 
 def refresh(root: Path, selected_job: str | None, executors: dict | None = None, poll: bool = True) -> Snapshot:
