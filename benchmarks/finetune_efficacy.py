@@ -50,7 +50,8 @@ def train_curve(session_dir: Path, round_n: int, job: Path, iterations: int, arg
         res = train.run(spec, job)
         kept = curve(s, job, t0)
         # the weights a user would have got by stopping there: the average's, where the run keeps one
-        points = [p for p in kept if p["averaged"] == any(q["averaged"] for q in kept)]
+        averaged = any(p["averaged"] for p in kept)
+        points = [p for p in kept if p["averaged"] == averaged]
         events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
         final = next(e for e in events if e.get("final"))
         points.append({"step": iterations, "wall_s": round(final["t"] - t0, 1),

@@ -197,9 +197,9 @@ def validate(model, raw, regions, target: int, device) -> dict:
         return (tp / (tp + fp + fn) if tp + fp + fn else 1.0, 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
 
     iou, dice = scores(128)
-    best = max(THRESHOLDS, key=lambda th: (scores(round(th * 255))[0], -abs(th - 0.5)))
-    return {"val_iou": float(iou), "val_dice": float(dice),
-            "val_iou_best": float(scores(round(best * 255))[0]), "val_threshold": best}
+    at = {th: scores(round(th * 255))[0] for th in THRESHOLDS}
+    best = max(THRESHOLDS, key=lambda th: (at[th], -abs(th - 0.5)))
+    return {"val_iou": float(iou), "val_dice": float(dice), "val_iou_best": float(at[best]), "val_threshold": best}
 
 
 def calibrated(weights: dict, threshold: float) -> dict:
@@ -294,13 +294,12 @@ def run(spec: dict, job_dir: Path) -> dict:
         benchmarks' curves over a run."""
         if not spec.get("keep_checkpoints"):
             return
-        for name, net in (("it", model), ("avg-it", avg.module if avg is not None else None)):
-            if net is not None:
-                kept = Path("checkpoints") / f"{name}{it:07d}.pt"
-                (job_dir / kept).parent.mkdir(exist_ok=True)
-                save({"model": net.state_dict(), "config": cfg.to_dict(), "preprocess": pre, "iteration": it},
-                     job_dir / kept)
-                append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True, averaged=net is not model)
+        for name, net in [("it", model)] + ([("avg-it", avg.module)] if avg is not None else []):
+            kept = Path("checkpoints") / f"{name}{it:07d}.pt"
+            (job_dir / kept).parent.mkdir(exist_ok=True)
+            save({"model": net.state_dict(), "config": cfg.to_dict(), "preprocess": pre, "iteration": it},
+                 job_dir / kept)
+            append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True, averaged=net is not model)
 
     def score(it: int) -> None:
         nonlocal best
