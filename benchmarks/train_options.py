@@ -32,11 +32,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def parse_flags(flags: str) -> dict:
-    """`--preprocess=clahe --augment=none` → {"preprocess": "clahe", "augment": "none"}."""
+    """`--preprocess=clahe --stem=1,4,4` → {"preprocess": "clahe", "stem": [1, 4, 4]}: `train_spec`'s keywords
+    (numbers stay text, it converts them; a stem is a list)."""
     out = {}
     for tok in shlex.split(flags):
         k, _, v = tok.lstrip("-").partition("=")
-        out[k.replace("-", "_")] = v
+        k = k.replace("-", "_")
+        out[k] = [int(x) for x in v.split(",")] if k == "stem" else v
     return out
 
 
