@@ -2,7 +2,8 @@
 
 Both are written aside and renamed, so a job killed mid-write leaves the old
 file, never half of a new one. `load_model` rebuilds the network from the
-config stored with the weights: a checkpoint needs no spec to be used.
+config stored with the weights, and applies it as it was validated (its
+test-time flips): a checkpoint needs no spec to be used.
 """
 
 from __future__ import annotations
@@ -28,4 +29,5 @@ def load_model(path: str | Path, device="cpu") -> tuple[UNet3D, dict]:
     ck = torch.load(path, map_location=device, weights_only=False)
     model = UNet3D(UNetConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["model"])
+    model.tta = ck.get("tta", "none")  # models saved before test-time flips were applied as one pass
     return model.to(device), ck

@@ -15,6 +15,13 @@ the full-resolution input, so the output keeps the input's voxels (prediction,
 evaluation and export are unchanged). On 4.6 nm ssTEM a (1, 2, 2) stem makes
 every level a quarter of the work with twice the context; the net's voxels are
 still finer than the structures it segments. (1, 1, 1) is the plain net.
+
+Test-time flips (`tta`, not part of the weights or the config: it is how the
+net is applied): in eval mode the forward averages the logits of the input and
+its in-plane mirror images (sessions/train_options.TTA). Logits, not probabilities, so the decision
+threshold folded into the head's bias (remote/train.calibrated) is the same
+threshold after averaging; and in the forward, so prediction, preview,
+validation and exports all apply it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+from sessions.train_options import TTA
 
 
 @dataclass
@@ -113,8 +122,19 @@ class UNet3D(nn.Module):
                 nn.Conv3d(out + cfg.in_channels, out, k, padding=tuple(x // 2 for x in k), bias=False),
                 nn.BatchNorm3d(out), nn.ReLU(inplace=True))
         self.head = nn.Conv3d(out, cfg.out_channels, 1)
+        self.tta = "none"  # a key of TTA; remote.checkpoints.load_model sets the model's own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.tta == "none":
+            return self.single(x)
+        flips = TTA[self.tta]
+        out = self.single(x)
+        for dims in flips[1:]:
+            out = out + self.single(x.flip(dims)).flip(dims)
+        return out / len(flips)
+
+    def single(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass of the net: the logits of `x`."""
         full = x
         if self.cfg.stem != (1, 1, 1):
             x = nn.functional.avg_pool3d(x, self.cfg.stem, self.cfg.stem)

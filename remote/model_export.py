@@ -127,6 +127,7 @@ def export(checkpoint: Path, fmt: str, out: Path, about: dict) -> dict:
         "output": {"name": "probability", "dtype": "float32", "axes": "bczyx",
                    "meaning": f"probability of class {ck.get('target_name')!r}"},
         "preprocessing": preprocessing_info(rec),
+        "test_time_flips": net.tta,  # inside the exported graph: its output is already the flips' average
         "halo": list(receptive_radius(net)), "voxel_size_nm": list(net.cfg.voxel_size),
         "architecture": net.cfg.to_dict(), "target": ck.get("target"), "target_name": ck.get("target_name"),
         "iterations": ck.get("iterations"), "seed": ck.get("seed"), **about,

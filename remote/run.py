@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out_dir / RESULT, result)
         append_event(out_dir, "finished", status="failed")
         return 1
+    from remote.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before torch allocates: a step's tensors are not page-faulted in again each time
     from remote import evaluate, job_array, objects, predict, train
 
     append_event(out_dir, "started", pid=os.getpid(), host=os.uname().nodename, kind=kind,

@@ -45,6 +45,7 @@ from remote.model import UNet3D, UNetConfig, pick_device
 from remote.preprocess import resolve, wrap
 from remote.sampling import PatchSampler
 from sessions.jobfiles import append_event
+from sessions.train_options import TTA, check_tta
 from sessions.volumes import omezarr
 
 
@@ -136,13 +137,14 @@ FORWARD_COST = 0.7        # a voxel through the net in eval mode ÷ a voxel of a
 
 def validation_cost(model, regions, batch: int, patch) -> float:
     """One score of the slabs, in training iterations' worth: the halo-padded inputs it computes (a thin
-    slab of a large-context net computes several times its own voxels) against a step's patches."""
+    slab of a large-context net computes several times its own voxels, once per test-time flip) against a
+    step's patches."""
     from remote.blocks import input_shape
     from remote.predict import block_halo
 
     div, halo = model.cfg.divisor, block_halo(model)
     voxels = sum(math.prod(input_shape(v.box.shape, halo, div)) for v in regions)
-    return FORWARD_COST * voxels / (batch * math.prod(patch))
+    return FORWARD_COST * len(TTA[model.tta]) * voxels / (batch * math.prod(patch))
 
 
 def validation_steps(total: int, cost: float, every: int | None = None, most: int = 6) -> list[int]:
@@ -237,6 +239,7 @@ def run(spec: dict, job_dir: Path) -> dict:
     raw = wrap(src.levels[0], pre, spec["volume"]["path"])
     cfg = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec.get("model", {}))
     model = UNet3D(cfg).to(device)
+    model.tta = check_tta(spec.get("tta", "none"))  # applied in eval mode only: the slabs score the net as prediction runs it
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last_3d)
@@ -364,7 +367,7 @@ def run(spec: dict, job_dir: Path) -> dict:
         chosen = {"by": "validation IoU at its best threshold (folded into the head's bias)",
                   **{k: v for k, v in best.items() if k != "model"}}
     save({"model": weights, "config": cfg.to_dict(), "target": spec["target"], "target_name": spec.get("target_name"),
-          "iterations": total, "seed": seed, "preprocess": pre, "chosen": chosen}, job_dir / MODEL)
+          "iterations": total, "seed": seed, "preprocess": pre, "tta": model.tta, "chosen": chosen}, job_dir / MODEL)
     append_event(job_dir, "checkpoint", step=total, path=MODEL, final=True, chosen=chosen)
     return {"status": "completed", "checkpoint": MODEL, "iterations": total, "chosen": chosen,
             "preprocess": pre, "validation_s": round(validation_s[0], 1),

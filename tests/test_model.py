@@ -36,6 +36,35 @@ def test_a_model_saved_before_stems_loads_as_the_plain_net():
     assert not any(k.startswith("stem") for k in UNet3D(cfg).state_dict())
 
 
+def test_test_time_flips_average_the_mirror_images_logits_in_eval_mode_only():
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(voxel_size=(50, 4.6, 4.6), levels=2, base=4, stem=(1, 2, 2))).eval()
+    x = torch.rand(1, 1, 2, 32, 32)
+    with torch.no_grad():
+        one = net(x)
+        assert not torch.allclose(net(x.flip(-1)).flip(-1), one, atol=1e-4)  # one pass is not mirror-symmetric
+        net.tta = "flips"
+        four = net(x)
+        want = (one + net.single(x.flip(-1)).flip(-1) + net.single(x.flip(-2)).flip(-2)
+                + net.single(x.flip(-2, -1)).flip(-2, -1)) / 4
+        assert torch.allclose(four, want, atol=1e-6)
+        for dims in ((-1,), (-2,)):  # the average is: a mirrored input gives the mirrored output
+            assert torch.allclose(net(x.flip(dims)).flip(dims), four, atol=1e-5)
+        net.train()
+        assert torch.allclose(net(x), net.single(x))  # training runs one pass (BatchNorm in batch mode both times)
+
+
+def test_a_model_is_loaded_with_the_test_time_flips_it_was_saved_with(tmp_path):
+    from remote.checkpoints import load_model, save
+
+    cfg = UNetConfig(voxel_size=(8, 8, 8), levels=2, base=4)
+    state = UNet3D(cfg).state_dict()
+    save({"model": state, "config": cfg.to_dict(), "tta": "flips"}, tmp_path / "new.pt")
+    save({"model": state, "config": cfg.to_dict()}, tmp_path / "old.pt")  # saved before test-time flips
+    assert load_model(tmp_path / "new.pt")[0].tta == "flips"
+    assert load_model(tmp_path / "old.pt")[0].tta == "none"
+
+
 @pytest.mark.parametrize("stem", [(1, 1, 1), (1, 2, 2), (2, 2, 2)])
 def test_receptive_radius_bounds_what_an_output_voxel_sees(stem):
     """The halo prediction pads with: no input voxel beyond it may change an output voxel."""

@@ -97,6 +97,7 @@ def test_export_reproduces_the_sessions_prediction(trained, fmt):
     side = read_sidecar(info["path"])
     assert side["voxel_size_nm"] == [8.0, 8.0, 8.0] and side["target_name"] == "blob"
     assert side["train_job"] == "r1-train-1" and "warning" not in err
+    assert side["test_time_flips"] == "flips"  # the default, traced into the graph: the match below covers it
     pre = side["preprocessing"]
     assert pre["record"] == {"method": "none"} and pre["input"] == "raw" and pre["before_model"] is None
     assert any("normalize" in step for step in pre["in_model"])

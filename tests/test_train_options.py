@@ -170,6 +170,7 @@ def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_valida
     assert chosen["val_threshold"] == threshold[chosen["step"]] and 0.1 <= chosen["val_threshold"] <= 0.95
     spec = json.loads((job / "spec.json").read_text())
     assert spec["augment"]["elastic"] > 0 and spec["validation"] == 0.25
+    assert spec["tta"] == ck["tta"] == "flips"  # the default: validated with the flips prediction applies
 
 
 def test_prediction_applies_the_models_preprocessing(trained):
@@ -196,6 +197,7 @@ def test_bad_training_options_are_one_line_and_change_nothing(trained):
     for flags, says in ((["--preprocess", "sharpen"], "--preprocess 'sharpen': choose one of"),
                         (["--augment", "twirl=1"], "--augment 'twirl=1': no augmentation 'twirl'"),
                         (["--validation", "0.9"], "--validation 0.9: give a fraction"),
+                        (["--tta", "rotations"], "--tta 'rotations': choose one of none, flips"),
                         (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile"),
                         (["--patch", "7,32,30"], "--patch 7,32,30: each extent must be a multiple of 2,2,2 (the "
                                                  "U-Net's pooling, stem included); try --patch 8,32,30"),
@@ -227,6 +229,8 @@ def test_validation_cost_counts_the_halo_a_slab_computes():
     slab = Validation(Box((0, 0, 0), (14, 80, 512)), np.zeros((14, 80, 512), np.uint8))
     cost = validation_cost(model, [slab], batch=2, patch=(4, 192, 192))
     assert cost == pytest.approx(0.7 * 18 * 192 * 624 / (2 * 4 * 192 * 192))
+    model.tta = "flips"  # each test-time flip is another pass
+    assert validation_cost(model, [slab], batch=2, patch=(4, 192, 192)) == pytest.approx(4 * cost)
 
 
 def test_the_average_follows_the_weights_and_batchnorm_statistics_over_the_runs_last_tenth():

@@ -70,7 +70,7 @@ def _job_command(f):
 
 
 RESUME_KEEPS = ("target", "patch", "batch", "lr", "base", "levels", "seed", "threads", "init", "preprocess", "augment",
-                "validation")
+                "validation", "tta")
 
 
 @round_.command("train")
