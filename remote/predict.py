@@ -72,6 +72,11 @@ CPU_MEMORY_FRACTION = 0.25  # of the available RAM: a node's RAM is shared, and 
 # decoder's concatenation and the conv and norm outputs, plus the coarser levels). Measured on CPU fp32
 # with /proc VmHWM: 33-46 bytes per voxel per base channel (8-12 values) for base 8-16, 3-4 levels.
 ACTIVATION_VALUES = 12
+# A stem's full-resolution end, in values per input voxel and per channel of its output: the transposed
+# convolution's output, the concatenation with the input, the convolution and its norm, and oneDNN's
+# channel-padded copies of them. Measured (VmHWM, base 16, eval, 40×480×480): stem 1,4,4 233 bytes per
+# voxel, 1,2,2 272 (the estimate below: 248 and 392; without a stem 650 against 768).
+STEM_VALUES = 6
 
 
 def receptive_radius(model: UNet3D) -> tuple[int, int, int]:
@@ -145,9 +150,15 @@ def _load(spec: dict):
 # ----------------------------------------------------------------------------- memory and block size
 
 def bytes_per_voxel(model: UNet3D, device) -> float:
-    """Activation memory of the forward per input voxel: an estimate from the config (ACTIVATION_VALUES
-    values per base channel; bf16 on CUDA, float32 on CPU). benchmarks/gpu_throughput.py measures it on CUDA."""
-    return ACTIVATION_VALUES * model.cfg.base * (2 if device.type == "cuda" else 4)
+    """Activation memory of the forward per input voxel: an estimate from the config (bf16 on CUDA, float32
+    on CPU). The levels hold ACTIVATION_VALUES values per base channel on their own grid, 1/prod(stem) of the
+    input's voxels; a stem's full-resolution end adds STEM_VALUES per output channel. Summed, not the larger
+    of the two: an upper bound. benchmarks/gpu_throughput.py measures it on CUDA."""
+    cfg = model.cfg
+    values = ACTIVATION_VALUES * cfg.base / math.prod(cfg.stem)
+    if cfg.stem != (1, 1, 1):
+        values += STEM_VALUES * model.head.in_channels + 2 * cfg.in_channels
+    return values * (2 if device.type == "cuda" else 4)
 
 
 def _ram_available() -> int:
