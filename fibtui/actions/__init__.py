@@ -29,7 +29,6 @@ from fibtui.actions.base import (
     preprocess_method,
     text,
     triple,
-    tta_mode,
     yes_no,
 )
 from fibtui.actions.defaults import (
@@ -130,7 +129,7 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
                   f"(kinds: {', '.join(train_options.AUGMENT_KINDS)})"),
             Param("validation", "--validation", "Validation fraction", number(lt=1), train_options.DEFAULT_VALIDATION,
                   "fraction of each crop held apart to choose the checkpoint (0: none)"),
-            Param("tta", "--tta", "Test-time flips", tta_mode, train_options.DEFAULT_TTA,
+            Param("tta", "--tta", "Test-time flips", train_options.check_tta, train_options.DEFAULT_TTA,
                   "flips: the model is validated and applied as the mean of its in-plane mirror images "
                   "(4 passes); none: one pass", choices=lambda s: list(train_options.TTA)),
             EXECUTOR), train, cli="fibtui round train"),

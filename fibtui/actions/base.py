@@ -98,13 +98,6 @@ def preprocess_method(value: str, flag: str) -> str:
     return preprocess_record(value, flag)["method"]
 
 
-def tta_mode(value: str, flag: str) -> str:
-    """Test-time flips of sessions.train_options.TTA."""
-    from sessions.train_options import check_tta
-
-    return check_tta(value, flag)
-
-
 def init_source(value: str, flag: str):
     """`auto` (the target's last model), `scratch`, or a round number."""
     if value in ("auto", "scratch"):
