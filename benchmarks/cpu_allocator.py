@@ -59,8 +59,9 @@ print(json.dumps({"s": dt / n, "user": (r1.ru_utime - r0.ru_utime) / n, "sys": (
 """
 
 
-def measure(mode: str, workload: str, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT), mode, workload, str(threads)],
+def measure(mode: str, workload: str, threads: int, probe: str = PROBE) -> dict:
+    """One fresh process running `probe` (argv: the repository, mode, workload, threads); its JSON line."""
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT), mode, workload, str(threads)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

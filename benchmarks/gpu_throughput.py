@@ -16,7 +16,7 @@ Four numbers on one device, one process, one model (untrained weights: speed doe
   the two averaged, so a neighbour's load drifting in shows as a spread), the issue's target ≥ 0.9;
 - on CUDA, each of train and bare in fp32 eager (TF32 convolutions, torch's default) and in bf16
   autocast + channels_last_3d, the pipeline's setting; the measured activation memory per input voxel
-  beside `remote.predict.bytes_per_voxel`'s estimate.
+  beside `remote.predict.bytes_per_voxel`'s estimate. On a CPU, float32 in channels_last_3d, the jobs'.
 Then the halo table: for a 30×512×512 and a 200×4096×4096 volume at 50×4.6×4.6 nm (a 4-level U-Net's
 halo there), the old default block and the block `remote.blocks.choose_block` takes for this device's
 memory (and for an 80 GB GPU with the reference net), with the input a block computes and computed ÷
@@ -95,12 +95,17 @@ def per_call(fn, device, seconds: float, warmup: int = 2) -> float:
 
 def _net(cfg: UNetConfig, device, fast: bool) -> UNet3D:
     torch.manual_seed(0)
-    model = UNet3D(cfg).to(device)
-    return model.to(memory_format=torch.channels_last_3d) if fast else model
+    return UNet3D(cfg).to(device, memory_format=_layout(device, fast))
+
+
+def _layout(device, fast: bool):
+    """The jobs' channels_last_3d, except for CUDA's fp32 eager reference (contiguous)."""
+    return torch.channels_last_3d if fast or device.type != "cuda" else torch.contiguous_format
 
 
 def _autocast(device, fast: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+    """bf16 where jobs use it: CUDA's fast mode only (remote/model.py)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and device.type == "cuda")
 
 
 def train_rate(cfg, device, patch, batch, seconds, fast: bool) -> float:
@@ -109,8 +114,7 @@ def train_rate(cfg, device, patch, batch, seconds, fast: bool) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.rand((batch, 1, *patch), device=device) * 2 - 1
     y = (torch.rand_like(x) > 0.5).float()
-    if fast:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = x.contiguous(memory_format=_layout(device, fast))
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -126,8 +130,7 @@ def bare_rate(cfg, device, in_shape, batch, seconds, fast: bool) -> tuple[float,
     """(Gvox/s through the net, measured activation bytes per input voxel on CUDA else None)."""
     model = _net(cfg, device, fast).eval()
     x = normalize(torch.randint(0, 256, (batch, 1, *in_shape), dtype=torch.uint8, device=device))  # as the job's
-    if fast:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = x.contiguous(memory_format=_layout(device, fast))
 
     def forward():
         with torch.no_grad(), _autocast(device, fast):
@@ -209,7 +212,8 @@ def measure(args) -> dict:
     overhead = math.prod(in_shape) / math.prod(block)
     core = Box((0, 0, 0), block)
     batch = predict.batch_blocks({}, [core], halo, div, model=UNet3D(cfg), device=device)
-    modes = [("bf16+channels_last", True), ("fp32 eager", False)] if device.type == "cuda" else [("fp32", False)]
+    modes = [("bf16+channels_last", True), ("fp32 eager", False)] if device.type == "cuda" else \
+        [("fp32+channels_last", False)]
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
            f"CPU ({torch.get_num_threads()} threads)", "load_1min": round(load, 2), "base": args.base,
            "levels": args.levels, "block": list(block), "input": list(in_shape), "computed_per_output": overhead,

@@ -3,7 +3,7 @@
 Both are written aside and renamed, so a job killed mid-write leaves the old
 file, never half of a new one. `load_model` rebuilds the network from the
 config stored with the weights, and applies it as it was validated (its
-test-time flips): a checkpoint needs no spec to be used.
+test-time flips), in channels_last_3d: a checkpoint needs no spec to be used.
 """
 
 from __future__ import annotations
@@ -30,4 +30,4 @@ def load_model(path: str | Path, device="cpu") -> tuple[UNet3D, dict]:
     model = UNet3D(UNetConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["model"])
     model.tta = ck.get("tta", "none")  # models saved before test-time flips were applied as one pass
-    return model.to(device), ck
+    return model.to(device, memory_format=torch.channels_last_3d), ck  # the layout every job runs in (remote/model.py)

@@ -11,9 +11,9 @@ model, and a write-behind thread writes each block's uint8 output into the
 zarr and only then appends its key to the ledger, so a block in the ledger is
 on disk (a crash may redo a block, never skip one). A batch holds up to
 `spec["batch_blocks"]` blocks of the same input shape (edge blocks of another
-shape make their own batches). On CUDA: cuDNN autotuning, the model and its
-inputs in channels_last_3d, bf16 autocast, pinned host buffers and
-asynchronous copies both ways. On CPU each block of a batch still goes
+shape make their own batches). The model and its inputs are in channels_last_3d
+on every device (remote/model.py). On CUDA also: cuDNN autotuning, bf16 autocast,
+pinned host buffers and asynchronous copies both ways. On CPU each block of a batch still goes
 through the network alone: oneDNN's convolutions are not batch-invariant
 (measured: a batch of 3 differs from 3 single passes by up to 6e-8, enough
 to flip a uint8 rounding), and a bigger batch buys no CPU throughput at real
@@ -112,9 +112,7 @@ def read_input(raw, core: Box, halo, div) -> np.ndarray:
 
 def _probabilities(model, t: torch.Tensor, device) -> torch.Tensor:
     """Sigmoid of the model on a uint8 batch (N, 1, z, y, x) already on `device` (float32)."""
-    x = normalize(t)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = normalize(t).contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return torch.sigmoid(model(x).float())
 
@@ -140,7 +138,6 @@ def _load(spec: dict):
     model.eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one autotuning per input shape; a plan has one or a few
-        model.to(memory_format=torch.channels_last_3d)
     div = model.cfg.divisor
     halo = block_halo(model)
     raw = wrap(src.levels[0], ck.get("preprocess"), spec["volume"]["path"])  # the model's own preprocessing

@@ -238,11 +238,10 @@ def run(spec: dict, job_dir: Path) -> dict:
     pre = ck["preprocess"] if ck and "preprocess" in ck else resolve(spec.get("preprocess"), src.levels)
     raw = wrap(src.levels[0], pre, spec["volume"]["path"])
     cfg = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec.get("model", {}))
-    model = UNet3D(cfg).to(device)
+    model = UNet3D(cfg).to(device, memory_format=torch.channels_last_3d)  # on every device (remote/model.py)
     model.tta = check_tta(spec.get("tta", "none"))  # applied in eval mode only: the slabs score the net as prediction runs it
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=torch.channels_last_3d)
     if spec.get("resume_from") and ck is None:
         raise ValueError(f"spec resumes {spec['resume_from'].get('job')} but {ck_path} is missing; "
                          "resume again, or train from scratch")
@@ -330,11 +329,14 @@ def run(spec: dict, job_dir: Path) -> dict:
         for it in range(start, total):
             xb, yb, mb, rng_after = batches.next()
             x, y, m = (b.to(device, non_blocking=True) for b in (xb, yb, mb))
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last_3d)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(x)
             loss = masked_loss(logits.float(), y, m)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the loss is {value} at iteration {it + 1}: the weights diverged "
+                                         "(no model.pt written); train again with a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -342,7 +344,7 @@ def run(spec: dict, job_dir: Path) -> dict:
             if avg is not None:
                 avg.update_parameters(model)
             seen += x.numel()
-            run_loss.append(loss.item())
+            run_loss.append(value)
             done = it + 1
             if done % log_every == 0 or done == total:
                 dt = time.perf_counter() - t0

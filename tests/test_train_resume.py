@@ -1,6 +1,7 @@
 """Training survives being stopped: SIGTERM writes a checkpoint and exits; a restart resumes it."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -114,3 +115,19 @@ def test_kill_9_loses_at_most_one_checkpoint_interval(train_dir):
     resumed = events(d, "resumed")[0]["step"]
     assert killed_at - resumed <= 10  # checkpoint_every=10
     assert json.loads((d / "result.json").read_text())["status"] == "completed"
+
+
+def test_diverging_training_fails_with_a_reason(train_dir):
+    """A loss that is no longer finite ends the job as failed, saying when and what to do, instead of
+    training on NaN weights to the end and saving them as the round's model."""
+    d = train_dir
+    spec = json.loads((d / "spec.json").read_text())
+    spec["lr"] = 1e30
+    jobfiles.atomic_write_json(d / "spec.json", spec)
+    proc = run_job(d)
+    proc.wait(timeout=120)
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "failed"
+    assert re.search(r"FloatingPointError: the loss is (nan|inf|-inf) at iteration \d+", result["error"])
+    assert "lower --lr" in result["error"]
+    assert not (d / "model.pt").exists()
