@@ -66,20 +66,33 @@ def measure(mode: str, workload: str, threads: int, probe: str = PROBE) -> dict:
     return json.loads(out.stdout)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=2, help="processes per allocator and workload")
+def arguments(doc: str, per: str):
+    """The command line both CPU probes take (--repeats, --threads); prints the load average first."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=2, help=f"processes per {per} and workload")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     with open("/proc/loadavg") as f:
         print(f"load average (1 min) before: {f.read().split()[0]}")
+    return args
+
+
+def alternating(modes, workload: str, args, probe: str = PROBE) -> dict[str, list[dict]]:
+    """`args.repeats` fresh processes per mode, the modes alternating (A B A B ...): a drift in the machine's
+    load shows as a spread within a mode, not as a ratio between modes."""
+    runs = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for mode in modes:
+            runs[mode].append(measure(mode, workload, args.threads, probe))
+    return runs
+
+
+def main() -> None:
+    args = arguments(__doc__, "allocator")
     print("| workload | allocator | s / call | user s | system s | minor faults | default ÷ kept |")
     print("|---|---|---|---|---|---|---|")
     for workload in ("train", "forward"):
-        runs = {"default": [], "kept": []}
-        for _ in range(args.repeats):
-            for mode in runs:
-                runs[mode].append(measure(mode, workload, args.threads))
+        runs = alternating(("default", "kept"), workload, args)
         mean = {m: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
         ratio = mean["default"]["s"] / mean["kept"]["s"]
         for m, v in mean.items():

@@ -17,10 +17,9 @@ patches, a 96×192×192 block).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
-from cpu_allocator import measure
+from cpu_allocator import alternating, arguments
 
 MODES = ("fp32", "fp32-cl", "bf16-cl")
 
@@ -79,20 +78,12 @@ print(json.dumps(out))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=2, help="processes per mode and workload (≥ 2 to see reproducibility)")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    with open("/proc/loadavg") as f:
-        print(f"load average (1 min) before: {f.read().split()[0]}")
+    args = arguments(__doc__, "mode")
     print("| net | workload | mode | s / call (runs) | contiguous fp32 ÷ mode | reproducible |")
     print("|---|---|---|---|---|---|")
     for net in ("stem", "plain"):
         for workload in ("train", "forward"):
-            runs = {m: [] for m in MODES}
-            for _ in range(args.repeats):
-                for mode in MODES:
-                    runs[mode].append(measure(mode, f"{net}:{workload}", args.threads, PROBE))
+            runs = alternating(MODES, f"{net}:{workload}", args, PROBE)
             base = statistics.mean(r["s"] for r in runs["fp32"])
             for mode, rs in runs.items():
                 s = statistics.mean(r["s"] for r in rs)
