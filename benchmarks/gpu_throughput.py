@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from remote import blocks, predict  # noqa: E402
 from remote.checkpoints import save  # noqa: E402
-from remote.model import UNet3D, UNetConfig, normalize, pick_device  # noqa: E402
+from remote.model import LAYOUT, UNet3D, UNetConfig, normalize, pick_device  # noqa: E402
 from sessions.geometry import Box  # noqa: E402
 from sessions.jobfiles import read_events  # noqa: E402
 from sessions.volumes import omezarr  # noqa: E402
@@ -100,7 +100,7 @@ def _net(cfg: UNetConfig, device, fast: bool) -> UNet3D:
 
 def _layout(device, fast: bool):
     """The jobs' channels_last_3d, except for CUDA's fp32 eager reference (contiguous)."""
-    return torch.channels_last_3d if fast or device.type != "cuda" else torch.contiguous_format
+    return LAYOUT if fast or device.type != "cuda" else torch.contiguous_format
 
 
 def _autocast(device, fast: bool):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from remote.model import UNet3D, UNetConfig
+from remote.model import LAYOUT, UNet3D, UNetConfig
 from sessions.jobfiles import atomic_write_bytes
 
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
@@ -30,4 +30,4 @@ def load_model(path: str | Path, device="cpu") -> tuple[UNet3D, dict]:
     model = UNet3D(UNetConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["model"])
     model.tta = ck.get("tta", "none")  # models saved before test-time flips were applied as one pass
-    return model.to(device, memory_format=torch.channels_last_3d), ck  # the layout every job runs in (remote/model.py)
+    return model.to(device, memory_format=LAYOUT), ck

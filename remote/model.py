@@ -40,6 +40,8 @@ from torch import nn
 
 from sessions.train_options import TTA
 
+LAYOUT = torch.channels_last_3d  # of the net's weights and inputs in every job, on every device (see above)
+
 
 @dataclass
 class UNetConfig:

@@ -53,7 +53,7 @@ import torch
 from remote.blocks import block_key, block_shape, choose_block, computed_per_output, input_shape, plan_blocks, \
     round_up, task_slice
 from remote.checkpoints import load_model
-from remote.model import UNet3D, normalize, pick_device
+from remote.model import LAYOUT, UNet3D, normalize, pick_device
 from remote.pipeline import ReadAhead, WriteBehind
 from remote.preprocess import wrap
 from remote.predict_array import OUTPUT, task_dir
@@ -112,7 +112,7 @@ def read_input(raw, core: Box, halo, div) -> np.ndarray:
 
 def _probabilities(model, t: torch.Tensor, device) -> torch.Tensor:
     """Sigmoid of the model on a uint8 batch (N, 1, z, y, x) already on `device` (float32)."""
-    x = normalize(t).contiguous(memory_format=torch.channels_last_3d)
+    x = normalize(t).contiguous(memory_format=LAYOUT)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return torch.sigmoid(model(x).float())
 

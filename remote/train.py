@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from remote.checkpoints import CHECKPOINT, MODEL, load_model, save
-from remote.model import UNet3D, UNetConfig, pick_device
+from remote.model import LAYOUT, UNet3D, UNetConfig, pick_device
 from remote.preprocess import resolve, wrap
 from remote.sampling import PatchSampler
 from sessions.jobfiles import append_event
@@ -238,7 +238,7 @@ def run(spec: dict, job_dir: Path) -> dict:
     pre = ck["preprocess"] if ck and "preprocess" in ck else resolve(spec.get("preprocess"), src.levels)
     raw = wrap(src.levels[0], pre, spec["volume"]["path"])
     cfg = UNetConfig(voxel_size=tuple(spec["volume"]["voxel_size"]), **spec.get("model", {}))
-    model = UNet3D(cfg).to(device, memory_format=torch.channels_last_3d)  # on every device (remote/model.py)
+    model = UNet3D(cfg).to(device, memory_format=LAYOUT)
     model.tta = check_tta(spec.get("tta", "none"))  # applied in eval mode only: the slabs score the net as prediction runs it
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -329,14 +329,10 @@ def run(spec: dict, job_dir: Path) -> dict:
         for it in range(start, total):
             xb, yb, mb, rng_after = batches.next()
             x, y, m = (b.to(device, non_blocking=True) for b in (xb, yb, mb))
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+            x = x.contiguous(memory_format=LAYOUT)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(x)
             loss = masked_loss(logits.float(), y, m)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"the loss is {value} at iteration {it + 1}: the weights diverged "
-                                         "(no model.pt written); train again with a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -344,8 +340,11 @@ def run(spec: dict, job_dir: Path) -> dict:
             if avg is not None:
                 avg.update_parameters(model)
             seen += x.numel()
-            run_loss.append(value)
             done = it + 1
+            run_loss.append(loss.item())
+            if not math.isfinite(run_loss[-1]):  # before any checkpoint could keep the diverged weights
+                raise FloatingPointError(f"the loss is {run_loss[-1]} at iteration {done}: the weights diverged "
+                                         "(no model.pt written); train again with a lower --lr")
             if done % log_every == 0 or done == total:
                 dt = time.perf_counter() - t0
                 append_event(job_dir, "progress", step=done, total=total, loss=float(np.mean(run_loss)),

@@ -1,4 +1,5 @@
-"""Training survives being stopped: SIGTERM writes a checkpoint and exits; a restart resumes it."""
+"""Training survives being stopped: SIGTERM writes a checkpoint and exits; a restart resumes it. A training
+that diverges stops with a reason instead."""
 
 import json
 import re
