@@ -42,29 +42,49 @@ def parse_flags(flags: str) -> dict:
     return out
 
 
-def heldout_iou(session, model_path: Path) -> float:
-    """Pooled IoU of the model on the session's held-out regions, through its own preprocessing."""
+def heldout_hist(session, model, raw) -> np.ndarray:
+    """[other labelled, target] × uint8 probability: the model's predictions on the session's held-out
+    regions, pooled (eval mode, as prediction applies it), from which `iou_at` reads any threshold."""
     import torch
     import zarr
 
-    from remote.checkpoints import load_model
     from remote.predict import block_halo, predict_block
-    from remote.preprocess import wrap
     from sessions.geometry import Box, unfmt
-    from sessions.volumes import omezarr
 
-    model, ck = load_model(model_path, "cpu")
     model.eval()
-    vol = session.path("volumes", "vnc.ome.zarr")
-    raw = wrap(omezarr.open_multiscale(vol).levels[0], ck.get("preprocess"), vol)
-    tp = fp = fn = 0
+    hist = np.zeros((2, 256), np.int64)
     for r in session.db["holdout"].rows_where("labels_path is not null", order_by="id"):
         box = Box(tuple(unfmt(r["offset"])), tuple(unfmt(r["shape"])))
         lab = np.asarray(zarr.open_array(session.path(r["labels_path"]), mode="r")[:])
-        p = predict_block(model, raw, box, block_halo(model), model.cfg.divisor, torch.device("cpu")) >= 128
-        t, known = lab == 2, lab > 0
-        tp, fp, fn = tp + int((p & t).sum()), fp + int((p & ~t & known).sum()), fn + int((~p & t).sum())
+        p = predict_block(model, raw, box, block_halo(model), model.cfg.divisor, torch.device("cpu"))
+        hist[0] += np.bincount(p[(lab > 0) & (lab != 2)], minlength=256)
+        hist[1] += np.bincount(p[lab == 2], minlength=256)
+    return hist
+
+
+def iou_at(hist: np.ndarray, threshold: float = 0.5) -> float:
+    """Pooled IoU of the target at p ≥ threshold (on the uint8 grid, as remote.train.validate reads it)."""
+    k = round(threshold * 255)
+    tp, fp = int(hist[1, k:].sum()), int(hist[0, k:].sum())
+    fn = int(hist[1].sum()) - tp
     return tp / (tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def volume_of(session, preprocess):
+    """The session's vnc volume through a model's preprocessing."""
+    from remote.preprocess import wrap
+    from sessions.volumes import omezarr
+
+    vol = session.path("volumes", "vnc.ome.zarr")
+    return wrap(omezarr.open_multiscale(vol).levels[0], preprocess, vol)
+
+
+def heldout_iou(session, model_path: Path) -> float:
+    """Pooled IoU of the model on the session's held-out regions at p ≥ 0.5, through its own preprocessing."""
+    from remote.checkpoints import load_model
+
+    model, ck = load_model(model_path, "cpu")
+    return iou_at(heldout_hist(session, model, volume_of(session, ck.get("preprocess"))))
 
 
 def curve(session, job: Path, t0: float) -> list[dict]:

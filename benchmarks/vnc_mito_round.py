@@ -5,7 +5,9 @@ labelled from the reference labels; the round is run through the real CLI
 (local executor). Prints the held-out IoU/F1 and, to compare with the
 guide's anchors, the pooled IoU over all of z 14–19 at threshold 0.5.
 
-    python benchmarks/vnc_mito_round.py --iterations 1200 [--dir /tmp/vnc-bench]
+    python benchmarks/vnc_mito_round.py [--dir /tmp/vnc-bench] [--seed S] [--iterations N]
+
+Without --iterations (or --batch), the round trains with `fibtui round train`'s defaults: what a user gets.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ def add_crops(root: Path, s: Path, labels, quadrants) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fibtui-vnc-bench"))
-    ap.add_argument("--iterations", type=int, default=1200)
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=None, help="default: the CLI's")
+    ap.add_argument("--batch", type=int, default=None, help="default: the CLI's")
     ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="more `fibtui round train` flags, e.g. '--preprocess clahe'")
@@ -78,9 +80,9 @@ def main() -> None:
         sys.exit(f"{args.dir} exists; remove it or pass --dir")
     s, labels = build_session(args.dir)
     t0 = time.perf_counter()
-    fib("round", "train", "--session", s, "--target", "mito", "--iterations", args.iterations,
-        "--batch", args.batch, *(["--patch", args.patch] if args.patch else []), "--seed", args.seed,
-        *args.train_args.split())
+    given = {"--iterations": args.iterations, "--batch": args.batch, "--patch": args.patch}
+    fib("round", "train", "--session", s, "--target", "mito", "--seed", args.seed,
+        *[v for k, x in given.items() if x is not None for v in (k, x)], *args.train_args.split())
     t_train = time.perf_counter() - t0
     fib("round", "predict", "--session", s)
     t_pred = time.perf_counter() - t0 - t_train
@@ -93,7 +95,7 @@ def main() -> None:
     truth = labels[14:20] == 1
     iou_test = float((pred & truth).sum() / (pred | truth).sum())
     print(json.dumps({
-        "iterations": args.iterations, "batch": args.batch, "patch": spec["patch"], "model": spec["model"],
+        "iterations": spec["iterations"], "batch": spec["batch"], "patch": spec["patch"], "model": spec["model"],
         "seed": args.seed,
         "train_args": args.train_args,
         "train_wall_s": round(t_train, 1), "predict_wall_s": round(t_pred, 1),

@@ -18,11 +18,13 @@ and stored in model.pt, so prediction and preview apply exactly what training
 saw. Validation: the slabs `PatchSampler` held apart score the model at
 `validation_steps` ("metric" events val_iou and val_dice at p ≥ 0.5, the curve
 the TUI plots beside the loss, and the best threshold's), as often as a tenth of
-the run's compute allows. The weights that scored best at their best threshold
-(ties: the later) are what model.pt holds, with that threshold folded into the
-head's bias (`calibrated`: the nets trained here over-predict, and the slabs'
-threshold carries to the held-out regions, docs/benchmarks.md); its "chosen"
-says which step, scores and threshold. On a GPU, batches are made in a
+the run's compute allows, the last time after the final step. model.pt holds
+the weights the spec's `choose` names: "best" (the default), those that scored
+best at their best threshold (ties: the later); "final", the last step's. Either
+way the threshold the slabs chose for them is folded into the head's bias
+(`calibrated`: the nets trained here over-predict, and the slabs' threshold
+carries to the held-out regions, docs/benchmarks.md); its "chosen" says which
+rule, step, scores and threshold. On a GPU, batches are made in a
 background thread (`Batches`), in pinned memory, while the model trains; on a
 CPU in line (`InLine`).
 """
@@ -310,11 +312,12 @@ def run(spec: dict, job_dir: Path) -> dict:
         s = validate(scored, raw, sampler.validation, int(spec["target"]), device)
         for name, value in s.items():
             append_event(job_dir, "metric", name=name, value=value, step=it)
-        if best is None or s["val_iou_best"] >= best.get("val_iou_best", best["val_iou"]):  # older: no best
+        if choose == "final" or best is None or s["val_iou_best"] >= best.get("val_iou_best", best["val_iou"]):
             best = {"step": it, **s, "model": {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}}
         validation_s[0] += time.perf_counter() - t_val
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
+    choose = spec.get("choose", "best")  # older specs have none: they were chosen this way
     val_at = set(validation_steps(total, validation_cost(model, sampler.validation, batch, sampler.patch),
                                   spec.get("validate_every"))) if sampler.validation else set()
     log_every = max(1, int(spec.get("log_every", 5)))
@@ -365,7 +368,8 @@ def run(spec: dict, job_dir: Path) -> dict:
     weights, chosen = model.state_dict(), {"by": "final weights (no validation slab)", "step": total}
     if best is not None:
         weights = calibrated(best["model"], best.get("val_threshold", 0.5))
-        chosen = {"by": "validation IoU at its best threshold (folded into the head's bias)",
+        chosen = {"by": ("final weights, the validation slabs' best threshold" if choose == "final" else
+                         "validation IoU at its best threshold") + " (folded into the head's bias)",
                   **{k: v for k, v in best.items() if k != "model"}}
     save({"model": weights, "config": cfg.to_dict(), "target": spec["target"], "target_name": spec.get("target_name"),
           "iterations": total, "seed": seed, "preprocess": pre, "tta": model.tta, "chosen": chosen}, job_dir / MODEL)

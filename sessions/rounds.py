@@ -104,7 +104,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
                lr: float = 1e-3, base: int | None = None, levels: int | None = None, seed: int = 0,
                threads: int = 0, checkpoint_every: int = 100, init="auto", preprocess: str | None = None,
                augment: str | dict | None = None, validation: float | None = None, stem=None,
-               average: float | None = None, tta: str | None = None) -> dict:
+               average: float | None = None, tta: str | None = None, choose: str | None = None) -> dict:
     """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
 
     `init`: where the weights start —
@@ -123,6 +123,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     `augment`: a preset / "kind=strength" text (`parse_augment`) or a parsed dict; None the default.
     `validation`: the fraction of each crop held apart to choose the checkpoint (None: the default, 0: none).
     `average`: the span of the weights' moving average, a fraction of the run (None: the default, 0: none).
+    `choose`: which weights model.pt keeps, "final" or "best" on the slabs (None: the default).
     `tta`: the test-time flips the model is validated and applied with (None: the default, also when
     fine-tuning: they are not in the weights).
 
@@ -181,7 +182,7 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         "validation": train_options.check_validation(
             train_options.DEFAULT_VALIDATION if validation is None else validation),
         "average": train_options.DEFAULT_AVERAGE if average is None else float(average),
-        "tta": train_options.check_tta(tta),
+        "tta": train_options.check_tta(tta), "choose": train_options.check_choose(choose),
         "threads": int(threads), "checkpoint_every": int(checkpoint_every), "device": "auto", "code": code_version(),
     }
 

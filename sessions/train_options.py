@@ -40,6 +40,9 @@ AUGMENT_PRESETS = {
     "all": {"flip": 0.5, "rot90": 0.5, "contrast": 0.2, "brightness": 0.1, "gamma": 0.2, "noise": 0.03, "blur": 1.0,
             "scale": 0.15, "elastic": 2.0, "shading": 0.2},
 }
+# A round's training when --iterations is not given: the vnc-mito round's budget, about 15 min on 2 CPU cores
+# with validation and test-time flips (0.80 held-out IoU; 600 gave 0.73), minutes on a GPU (docs/benchmarks.md).
+DEFAULT_ITERATIONS = 2000
 DEFAULT_AUGMENT = "flips"  # the measured baseline (vnc-mito 0.735); the other presets are not measured yet
 DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose the checkpoint
 # Test-time flips: the axes (of N, C, z, y, x) each extra pass mirrors; the logits are averaged (remote/model.py).
@@ -47,6 +50,10 @@ DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose
 # "Test-time flips"), where in-plane flips gave +0.022 for four times the forward.
 TTA = {"none": ((),), "flips": ((), (-1,), (-2,), (-2, -1))}
 DEFAULT_TTA = "flips"
+# Which weights model.pt keeps; either way at the threshold the validation slabs chose for them. On vnc-mito
+# at 2000 iterations the two rules measured the same (3 seeds, docs/benchmarks.md, "The final weights").
+CHOOSE = {"final": "the last step's weights", "best": "the weights that scored best on the validation slabs"}
+DEFAULT_CHOOSE = "best"
 DEFAULT_AVERAGE = 0.0      # span of the weights' moving average (remote/train.averager): measured no better, off
 
 
@@ -91,6 +98,13 @@ def check_tta(mode: str | None, flag: str = "--tta") -> str:
     if mode not in TTA:
         raise FibError(f"{flag} {mode!r}: choose one of {', '.join(TTA)}")
     return mode
+
+
+def check_choose(rule: str | None, flag: str = "--choose") -> str:
+    rule = DEFAULT_CHOOSE if rule is None else rule
+    if rule not in CHOOSE:
+        raise FibError(f"{flag} {rule!r}: choose one of {', '.join(CHOOSE)}")
+    return rule
 
 
 def check_validation(fraction: float, flag: str = "--validation") -> float:

@@ -153,24 +153,51 @@ def trained(tmp_path_factory):
     return tmp / "s"
 
 
+def _scores(job):
+    """{metric name: {step: value}} of a training job's validation events, and the one "validation" event."""
+    events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
+    out = {}
+    for e in events:
+        if e["type"] == "metric":
+            out.setdefault(e["name"], {})[e["step"]] = e["value"]
+    (announced,) = [e for e in events if e["type"] == "validation"]
+    return out, announced
+
+
 def test_the_model_records_its_preprocessing_and_the_checkpoint_chosen_on_validation(trained):
     job = trained / "jobs" / "r1-train-1"
     ck = torch.load(job / "model.pt", weights_only=False)
     assert ck["preprocess"]["method"] == "percentile" and "lo_value" in ck["preprocess"]
-    events = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
-    val = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou"}
-    (announced,) = [e for e in events if e["type"] == "validation"]
+    scores, announced = _scores(job)
+    val, best, threshold = scores["val_iou"], scores["val_iou_best"], scores["val_threshold"]
     assert set(val) == set(announced["steps"]) and max(val) == 30 and len(val) >= 2   # a rival, and the end
-    best = {e["step"]: e["value"] for e in events if e.get("name") == "val_iou_best"}
-    threshold = {e["step"]: e["value"] for e in events if e.get("name") == "val_threshold"}
     assert set(best) == set(threshold) == set(val) and all(best[k] >= val[k] for k in val)  # 0.5 is a candidate
-    chosen = ck["chosen"]
+    chosen = ck["chosen"]  # the default rule: the best-scoring weights, at the threshold the slabs chose for them
     assert chosen["by"].startswith("validation IoU at its best threshold") and chosen["val_iou_best"] == max(best.values())
-    assert chosen["step"] == max(s for s, v in best.items() if v == max(best.values()))
+    assert chosen["step"] == max(s for s, v in best.items() if v == max(best.values()))  # ties: the later
     assert chosen["val_threshold"] == threshold[chosen["step"]] and 0.1 <= chosen["val_threshold"] <= 0.95
     spec = json.loads((job / "spec.json").read_text())
-    assert spec["augment"]["elastic"] > 0 and spec["validation"] == 0.25
+    assert spec["augment"]["elastic"] > 0 and spec["validation"] == 0.25 and spec["choose"] == "best"
     assert spec["tta"] == ck["tta"] == "flips"  # the default: validated with the flips prediction applies
+
+
+def test_choose_final_keeps_the_last_weights_at_the_threshold_the_slabs_chose_for_them(trained, tmp_path):
+    import shutil
+
+    s = tmp_path / "s"
+    shutil.copytree(trained, s)  # the module's session stays as the other tests expect it
+    out = run_cli("round", "train", "--session", s, "--target", "blob", "--iterations", "40", "--patch", "8,32,32",
+                  "--batch", "1", "--threads", "1", "--choose", "final", "--json")
+    assert out.returncode == 0, out.stderr
+    done = json.loads(out.stdout)
+    assert done["state"] == "COMPLETED" and done["id"] == "r1-train-2"  # fine-tuned from r1-train-1
+    job = s / "jobs" / done["id"]
+    assert json.loads((job / "spec.json").read_text())["choose"] == "final"
+    scores, _ = _scores(job)
+    chosen = torch.load(job / "model.pt", weights_only=False)["chosen"]
+    assert chosen["by"].startswith("final weights, the validation slabs' best threshold") and chosen["step"] == 40
+    assert chosen["val_iou_best"] == scores["val_iou_best"][40]
+    assert chosen["val_threshold"] == scores["val_threshold"][40]
 
 
 def test_prediction_applies_the_models_preprocessing(trained):
@@ -198,6 +225,7 @@ def test_bad_training_options_are_one_line_and_change_nothing(trained):
                         (["--augment", "twirl=1"], "--augment 'twirl=1': no augmentation 'twirl'"),
                         (["--validation", "0.9"], "--validation 0.9: give a fraction"),
                         (["--tta", "rotations"], "--tta 'rotations': choose one of none, flips"),
+                        (["--choose", "worst"], "--choose 'worst': choose one of final, best"),
                         (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile"),
                         (["--patch", "7,32,30"], "--patch 7,32,30: each extent must be a multiple of 2,2,2 (the "
                                                  "U-Net's pooling, stem included); try --patch 8,32,30"),

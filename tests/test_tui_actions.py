@@ -19,6 +19,7 @@ from fibtui.tui.screens.action_form import ActionForm
 from fibtui.tui.screens.dialogs import ConfirmScreen
 from fibtui.tui.screens.session import SessionScreen
 from sessions import interventions, jobs, labels, rounds
+from sessions.train_options import DEFAULT_ITERATIONS
 from sessions.volumes import catalog
 from sessions.workspace import init_session, open_session
 
@@ -121,7 +122,7 @@ async def test_a_whole_round_by_keys(tiny):
         await submit(pilot, form, confirm=True)
 
         form = await open_form(pilot, "t")
-        assert form.query_one("#field-iterations", Input).value == "600"  # the CLI's default
+        assert form.query_one("#field-iterations", Input).value == str(DEFAULT_ITERATIONS)  # the CLI's
         assert form.query_one("#field-executor", Input).value == "local"
         assert form.query_one("#field-init", Input).value == "auto"
         fill(form, target="blob", **TINY)

@@ -105,7 +105,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            (ROUND,
             Param("target", "--target", "Target class", text, round_target, "class to train (default: the round's)",
                   choices=class_names),
-            Param("iterations", "--iterations", "Iterations", integer(1), 600, "training iterations"),
+            Param("iterations", "--iterations", "Iterations", integer(1), train_options.DEFAULT_ITERATIONS,
+                  "training iterations"),
             Param("patch", "--patch", "Patch Z,Y,X", triple(), default_patch, "patch shape (default from the voxel size)"),
             Param("batch", "--batch", "Batch", integer(1), 2, "patches per step"),
             Param("lr", "--lr", "Learning rate", number(gt=0), 1e-3, "peak learning rate (cosine decay)"),
@@ -132,6 +133,9 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("tta", "--tta", "Test-time flips", train_options.check_tta, train_options.DEFAULT_TTA,
                   "flips: the model is validated and applied as the mean of its in-plane mirror images "
                   "(4 passes); none: one pass", choices=lambda s: list(train_options.TTA)),
+            Param("choose", "--choose", "Weights kept", train_options.check_choose, train_options.DEFAULT_CHOOSE,
+                  "final: the last step's weights; best: those the validation slabs scored best (either way at "
+                  "the threshold the slabs chose)", choices=lambda s: list(train_options.CHOOSE)),
             EXECUTOR), train, cli="fibtui round train"),
     Action("predict", "Predict", "p", "Predict the whole volume blockwise with the round's model",
            (ROUND, BLOCK, THREADS, EXECUTOR), predict, cli="fibtui round predict"),
