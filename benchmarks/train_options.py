@@ -64,10 +64,9 @@ def heldout_hist(session, model, raw) -> np.ndarray:
 
 def iou_at(hist: np.ndarray, threshold: float = 0.5) -> float:
     """Pooled IoU of the target at p ≥ threshold (on the uint8 grid, as remote.train.validate reads it)."""
-    k = round(threshold * 255)
-    tp, fp = int(hist[1, k:].sum()), int(hist[0, k:].sum())
-    fn = int(hist[1].sum()) - tp
-    return tp / (tp + fp + fn) if tp + fp + fn else 1.0
+    from remote.train import hist_scores
+
+    return hist_scores(hist, round(threshold * 255))[0]
 
 
 def volume_of(session, preprocess):

@@ -176,6 +176,13 @@ def averager(model, total: int, horizon: float):
 THRESHOLDS = [round(0.1 + 0.05 * i, 2) for i in range(18)]  # 0.10 … 0.95: where the slabs may move p ≥ 0.5
 
 
+def hist_scores(hist: np.ndarray, k: int) -> tuple[float, float]:
+    """IoU and Dice of the target at p ≥ k/255 from a [other labelled, target] × uint8-probability histogram."""
+    tp, fp = int(hist[1, k:].sum()), int(hist[0, k:].sum())
+    fn = int(hist[1].sum()) - tp
+    return (tp / (tp + fp + fn) if tp + fp + fn else 1.0, 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+
+
 def validate(model, raw, regions, target: int, device) -> dict:
     """The held-apart slabs' labelled voxels scored as prediction makes them (the same halo, on the pooling
     grid): IoU and Dice of the target at p ≥ 0.5, and the threshold of THRESHOLDS with the best IoU (ties:
@@ -194,14 +201,8 @@ def validate(model, raw, regions, target: int, device) -> dict:
             hist[1] += np.bincount(p[t], minlength=256)
     finally:
         model.train()
-    above = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # voxels at p ≥ k/255, per k
-
-    def scores(k: int) -> tuple[float, float]:
-        tp, fp, fn = above[1, k], above[0, k], hist[1].sum() - above[1, k]
-        return (tp / (tp + fp + fn) if tp + fp + fn else 1.0, 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
-
-    iou, dice = scores(128)
-    at = {th: scores(round(th * 255))[0] for th in THRESHOLDS}
+    iou, dice = hist_scores(hist, 128)
+    at = {th: hist_scores(hist, round(th * 255))[0] for th in THRESHOLDS}
     best = max(THRESHOLDS, key=lambda th: (at[th], -abs(th - 0.5)))
     return {"val_iou": float(iou), "val_dice": float(dice), "val_iou_best": float(at[best]), "val_threshold": best}
 
@@ -305,6 +306,8 @@ def run(spec: dict, job_dir: Path) -> dict:
                  job_dir / kept)
             append_event(job_dir, "checkpoint", step=it, path=str(kept), kept=True, averaged=net is not model)
 
+    choose = spec.get("choose", "best")  # older specs have none: they were chosen this way
+
     def score(it: int) -> None:
         nonlocal best
         t_val = time.perf_counter()
@@ -317,7 +320,6 @@ def run(spec: dict, job_dir: Path) -> dict:
         validation_s[0] += time.perf_counter() - t_val
 
     batch, every = int(spec.get("batch", 2)), int(spec.get("checkpoint_every", 100))
-    choose = spec.get("choose", "best")  # older specs have none: they were chosen this way
     val_at = set(validation_steps(total, validation_cost(model, sampler.validation, batch, sampler.patch),
                                   spec.get("validate_every"))) if sampler.validation else set()
     log_every = max(1, int(spec.get("log_every", 5)))
