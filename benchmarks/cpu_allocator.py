@@ -7,7 +7,8 @@ ratio default ÷ kept (> 1: the job's setting is faster).
 
     python benchmarks/cpu_allocator.py [--repeats 2] [--threads 2]
 
-Workloads: the default anisotropic net for 4.6 nm voxels (4 levels, base 16, stem 1,2,2): a training step
+Workloads: the anisotropic net for 4.6 nm voxels that was the default until 2026-12-05 (4 levels, base 16,
+stem 1,2,2): a training step
 (AdamW, BCE, batch 2 of 4×256×256) and an eval forward of one prediction block's input (40×448×448).
 """
 

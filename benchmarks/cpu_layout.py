@@ -9,7 +9,8 @@ forwards' largest difference from contiguous float32's sigmoid, in uint8 probabi
 
     python benchmarks/cpu_layout.py [--repeats 2] [--threads 2]
 
-Workloads: the default anisotropic net for 4.6 nm voxels (4 levels, base 16, stem 1,2,2): 10 training steps
+Workloads: the anisotropic net for 4.6 nm voxels that was the default until 2026-12-05 (4 levels, base 16,
+stem 1,2,2): 10 training steps
 (AdamW, masked BCE + Dice, batch 2 of 4×256×256, fresh random batches) and an eval forward (one pass) of a
 prediction block's input (40×448×448), and the same for the plain net of 8 nm isotropic voxels (32×96×96
 patches, a 96×192×192 block).

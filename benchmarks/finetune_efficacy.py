@@ -59,7 +59,7 @@ def train_curve(session_dir: Path, round_n: int, job: Path, iterations: int, arg
     finally:
         s.close()
     return {"model": str(job / res["checkpoint"]), "points": points, "chosen": res["chosen"], "patch": spec["patch"],
-            "architecture": spec["model"]}
+            "batch": spec["batch"], "architecture": spec["model"]}
 
 
 def time_to(points: list[dict], iou: float) -> float | None:
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--finetune-lr", default="1e-3,3e-4", help="peak learning rates of the fine-tunes")
     ap.add_argument("--every", type=int, default=50, help="iterations between scored checkpoints")
     ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=None, help="default: the CLI's (from the voxel size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -123,7 +123,7 @@ def main() -> None:
         print(f"| {name} | {last['step']} | {last['iou']:.3f} | {last['wall_s']:.0f} | "
               f"{f'{t:.0f} s' if t is not None else 'not reached'} | {ratio} |")
     figure(runs, args.dir / "finetune.png", f"vnc-mito round 2: fine-tune from round 1 vs scratch "
-                                             f"(patch {','.join(map(str, r1['patch']))}, batch {args.batch})")
+                                             f"(patch {','.join(map(str, r1['patch']))}, batch {r1['batch']})")
     (args.dir / "finetune.json").write_text(json.dumps(summary, indent=1))
     print(f"figure: {args.dir / 'finetune.png'}; points: {args.dir / 'finetune.json'}")
 

@@ -118,7 +118,7 @@ def run_one(session_dir: Path, out_dir: Path, name: str, flags: str, seed: int, 
     finally:
         s.close()
     return {"variant": name, "flags": flags, "seed": seed, "iterations": args.iterations, "patch": spec["patch"], "model": spec["model"],
-            "batch": args.batch, "threads": args.threads, "train_wall_s": round(wall, 1), "heldout_iou": round(iou, 4),
+            "batch": spec["batch"], "threads": args.threads, "train_wall_s": round(wall, 1), "heldout_iou": round(iou, 4),
             "chosen": res["chosen"], "preprocess": res["preprocess"]["method"], "augment": spec["augment"],
             "validation": spec["validation"], "average": spec.get("average", 0.0),
             **({"curve": points} if points else {})}
@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--patch", default=None, help="Z,Y,X (default: the one a user gets, from the voxel size)")
-    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=None, help="default: the CLI's (from the voxel size)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: all)")
     ap.add_argument("--every", type=int, default=0,
                     help="keep the weights (and the average's) every N iterations and score each on the held-out "

@@ -16,6 +16,13 @@ evaluation and export are unchanged). On 4.6 nm ssTEM a (1, 2, 2) stem makes
 every level a quarter of the work with twice the context; the net's voxels are
 still finer than the structures it segments. (1, 1, 1) is the plain net.
 
+Under a stem the kernel plan can be drawn on two grids (`kernel_grid`). "stem":
+on the levels' coarser voxels, so a (1, 4, 4) stem on 50 × 4.6 nm ssTEM sees
+18.4 nm in-plane voxels and makes three of four levels 3D, with a z receptive
+field (halo 24) wider than a 20-slice stack and a patch of 4 slices pooled to
+one. "input": on the volume's voxels, as the plain net would (three 2D levels,
+a 3D bottom): the coarser grid's context in-plane, a z halo of 2.
+
 Test-time flips (`tta`, not part of the weights or the config: it is how the
 net is applied): in eval mode the forward averages the logits of the input and
 its in-plane mirror images (sessions/train_options.TTA). Logits, not probabilities, so the decision
@@ -38,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from sessions.train_options import TTA
+from sessions.train_options import KERNEL_GRIDS, TTA
 
 LAYOUT = torch.channels_last_3d  # of the net's weights and inputs in every job, on every device (see above)
 
@@ -53,11 +60,15 @@ class UNetConfig:
     kernels: list[tuple[int, int, int]] = field(default_factory=list)
     pools: list[tuple[int, int, int]] = field(default_factory=list)
     stem: tuple[int, int, int] = (1, 1, 1)
+    kernel_grid: str = "stem"
 
     def __post_init__(self):
         self.stem = tuple(int(s) for s in self.stem)
+        if self.kernel_grid not in KERNEL_GRIDS:
+            raise ValueError(f"kernel_grid {self.kernel_grid!r}: one of {', '.join(KERNEL_GRIDS)}")
         if not self.kernels:
-            self.kernels, self.pools = plan([v * s for v, s in zip(self.voxel_size, self.stem)], self.levels)
+            grid = self.stem if self.kernel_grid == "stem" else (1, 1, 1)
+            self.kernels, self.pools = plan([v * s for v, s in zip(self.voxel_size, grid)], self.levels)
 
     @property
     def full_kernel(self) -> tuple[int, int, int]:

@@ -100,11 +100,13 @@ def init_job(session: Session, rnd: dict, target: str, init="auto") -> dict | No
     return found[0]
 
 
-def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: int, patch=None, batch: int = 2,
+def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: int, patch=None,
+               batch: int | None = None,
                lr: float = 1e-3, base: int | None = None, levels: int | None = None, seed: int = 0,
                threads: int = 0, checkpoint_every: int = 100, init="auto", preprocess: str | None = None,
                augment: str | dict | None = None, validation: float | None = None, stem=None,
-               average: float | None = None, tta: str | None = None, choose: str | None = None) -> dict:
+               average: float | None = None, tta: str | None = None, choose: str | None = None,
+               kernel_grid: str | None = None) -> dict:
     """The spec of round `rnd`'s training. No side effects: the caller submits it, then `set_target`.
 
     `init`: where the weights start —
@@ -115,8 +117,8 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     - N (int or digits): round N's latest completed training (N an earlier round).
     The spec records "init_checkpoint" (the model file, or None) and "init_job" (its job id, or None).
 
-    `patch` None: the init training's patch when fine-tuning (the same cost per iteration as the
-    model it continues), else `default_patch` of the voxel size.
+    `patch`, `batch` None: the init training's when fine-tuning (the same cost per iteration as the
+    model it continues), else `default_patch` / `default_batch` of the voxel size.
 
     `preprocess` (a method of sessions/train_options.py) None: the init training's when fine-tuning (a model
     sees what it was trained on), else the default; another than the init training's is refused.
@@ -145,9 +147,11 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     vol = catalog.get_volume(session, names.pop())
     prev = init_job(session, rnd, target, init)
     init_path = None
+    kernel_grid = train_options.check_kernel_grid(kernel_grid)
     if prev is None:
         base, levels = 16 if base is None else base, 4 if levels is None else levels
         stem = default_stem(vol["voxel_size"]) if stem is None else stem
+        kernel_grid = kernel_grid or train_options.DEFAULT_KERNEL_GRID
         pre = train_options.preprocess_record(preprocess)
     else:
         res = jobs.result(session, prev) or {}
@@ -155,13 +159,16 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
         if not init_path.is_file():
             raise FibError(f"the model of {prev['id']} ({init_path}) is missing; pass --from scratch or another round")
         pspec = jobs.spec(session, prev) or {}
-        arch = {"base": 16, "levels": 4, "stem": [1, 1, 1], **pspec.get("model", {})}  # older specs: no stem
+        # older specs: no stem, no kernel grid (the plan was drawn on the stem's grid)
+        arch = {"base": 16, "levels": 4, "stem": [1, 1, 1], "kernel_grid": "stem", **pspec.get("model", {})}
         base, levels = arch["base"] if base is None else base, arch["levels"] if levels is None else levels
         stem = arch["stem"] if stem is None else stem
-        if (int(base), int(levels), [int(v) for v in stem]) != (arch["base"], arch["levels"], list(arch["stem"])):
-            raise FibError(f"base {base}, levels {levels}, stem {fmt(stem)}: {prev['id']}, the model this training "
-                           f"starts from, has base {arch['base']}, levels {arch['levels']}, stem {fmt(arch['stem'])}; "
-                           "pass those, or --from scratch")
+        kernel_grid = kernel_grid or arch["kernel_grid"]
+        if ((int(base), int(levels), [int(v) for v in stem], kernel_grid)
+                != (arch["base"], arch["levels"], list(arch["stem"]), arch["kernel_grid"])):
+            raise FibError(f"base {base}, levels {levels}, stem {fmt(stem)}, kernel grid {kernel_grid}: {prev['id']}, "
+                           f"the model this training starts from, has base {arch['base']}, levels {arch['levels']}, "
+                           f"stem {fmt(arch['stem'])}, kernel grid {arch['kernel_grid']}; pass those, or --from scratch")
         pvs = (pspec.get("volume") or {}).get("voxel_size")
         if pvs is not None and [float(v) for v in pvs] != [float(v) for v in vol["voxel_size"]]:
             raise FibError(f"{prev['id']}, the model this training starts from, was trained at voxel size "
@@ -173,9 +180,10 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     return {
         "volume": volume_spec(session, vol),
         "crops": [{"id": c["id"], "path": str(session.path(c["path"])), "offset": list(unfmt(c["offset"]))} for c in crops],
-        "target": target_value, "target_name": target, "iterations": int(iterations), "batch": int(batch),
+        "target": target_value, "target_name": target, "iterations": int(iterations),
+        "batch": int(batch if batch is not None else train_batch(session, prev, vol["voxel_size"])),
         "patch": list(patch or train_patch(session, prev, vol["voxel_size"])), "lr": float(lr), "seed": int(seed),
-        "model": {"base": int(base), "levels": int(levels), "stem": [int(v) for v in stem]},
+        "model": {"base": int(base), "levels": int(levels), "stem": [int(v) for v in stem], "kernel_grid": kernel_grid},
         "init_checkpoint": str(init_path) if init_path else None, "init_job": prev["id"] if prev else None,
         "preprocess": pre,
         "augment": augment if isinstance(augment, dict) else train_options.parse_augment(augment),
@@ -231,15 +239,31 @@ def train_patch(session: Session, prev: dict | None, voxel_size) -> tuple[int, i
     return tuple(int(v) for v in patch) if patch else default_patch(voxel_size)
 
 
-STEM_BELOW_NM = 6.0  # axes with finer voxels are pooled ×2 before the U-Net's levels (see remote/model.py)
+STEM_BELOW_NM = 6.0  # axes with finer voxels are pooled before the U-Net's levels (see remote/model.py)
 
 
 def default_stem(voxel_size) -> tuple[int, int, int]:
-    """×2 on the axes finer than STEM_BELOW_NM: there a voxel is far smaller than any structure a round
-    segments (mitochondria, a pore 100 nm across), so the levels run on a grid twice as coarse at a quarter
-    of the work per in-plane voxel and twice the context, and the full-resolution input still reaches the
-    output. Measured on 4.6 nm ssTEM: docs/benchmarks.md, "Training options"."""
-    return tuple(2 if float(v) < STEM_BELOW_NM else 1 for v in voxel_size)
+    """Pooling on the axes finer than STEM_BELOW_NM: there a voxel is far smaller than any structure a round
+    segments (mitochondria, a pore 100 nm across), so the levels run on a coarser grid, at a fraction of the
+    work and with more context, and the full-resolution input still reaches the output. ×4 in-plane on an
+    anisotropic (ssTEM-like) volume: on 4.6 nm vnc-mito it beat ×2 (held-out IoU 0.796 ± 0.019 → see
+    docs/benchmarks.md, "A 4× stem with the kernel plan on the input's voxels"); ×2 on the fine axes of an
+    isotropic one, where a 4× stem in 3D would pool 64 voxels into one and is not measured."""
+    vs = [float(v) for v in voxel_size]
+    factor = 4 if vs[0] > 2 * min(vs[1:]) else 2
+    return tuple(factor if v < STEM_BELOW_NM else 1 for v in vs)
+
+
+def train_batch(session: Session, prev: dict | None, voxel_size) -> int:
+    """A training's default batch: that of the training it fine-tunes, else the voxel size's default."""
+    batch = (jobs.spec(session, prev) or {}).get("batch") if prev else None
+    return int(batch) if batch else default_batch(voxel_size)
+
+
+def default_batch(voxel_size) -> int:
+    """Patches per step: 4 where the default stem pools in-plane by 4 (a step of that net on two patches is a
+    quarter of the ×2 net's, so four patches cost about what two did, and BatchNorm sees twice the content), else 2."""
+    return 4 if max(default_stem(voxel_size)) >= 4 else 2
 
 
 def default_patch(voxel_size) -> tuple[int, int, int]:

@@ -41,8 +41,8 @@ AUGMENT_PRESETS = {
             "scale": 0.15, "elastic": 2.0, "shading": 0.2},
 }
 # A round's training when --iterations is not given: the vnc-mito round's budget, about 15 min on 2 CPU cores
-# with validation and test-time flips (held-out IoU 0.796 ± 0.019 over 3 seeds; 600 gave 0.73), minutes on a GPU.
-DEFAULT_ITERATIONS = 2000
+# for training and prediction with validation and test-time flips, minutes on a GPU (docs/benchmarks.md).
+DEFAULT_ITERATIONS = 2500
 DEFAULT_AUGMENT = "flips"  # the measured baseline (vnc-mito 0.735); the other presets are not measured yet
 DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose the checkpoint
 # Test-time flips: the axes (of N, C, z, y, x) each extra pass mirrors; the logits are averaged (remote/model.py).
@@ -54,6 +54,11 @@ DEFAULT_TTA = "flips"
 # at 2000 iterations the two rules measured the same (3 seeds, docs/benchmarks.md, "The final weights").
 CHOOSE = {"final": "the last step's weights", "best": "the weights that scored best on the validation slabs"}
 DEFAULT_CHOOSE = "best"
+# The voxel size the U-Net's kernel plan (remote/model.plan: which levels convolve and pool across an axis) is
+# drawn on, when a stem runs the levels on a coarser grid (without a stem both are the same).
+KERNEL_GRIDS = {"stem": "the levels' grid: the stem's coarser voxels make more levels 3D",
+                "input": "the volume's voxels: the levels stay as 2D as the plain net's (a thin z halo)"}
+DEFAULT_KERNEL_GRID = "input"
 DEFAULT_AVERAGE = 0.0      # span of the weights' moving average (remote/train.averager): measured no better, off
 
 
@@ -105,6 +110,13 @@ def check_choose(rule: str | None, flag: str = "--choose") -> str:
     if rule not in CHOOSE:
         raise FibError(f"{flag} {rule!r}: choose one of {', '.join(CHOOSE)}")
     return rule
+
+
+def check_kernel_grid(grid: str | None, flag: str = "--kernel-grid") -> str | None:
+    """A kernel grid of KERNEL_GRIDS, or None (the starting model's, else the default: sessions/rounds.py)."""
+    if grid is not None and grid not in KERNEL_GRIDS:
+        raise FibError(f"{flag} {grid!r}: choose one of {', '.join(KERNEL_GRIDS)}")
+    return grid
 
 
 def check_validation(fraction: float, flag: str = "--validation") -> float:

@@ -28,6 +28,26 @@ def test_a_stem_plans_the_levels_at_the_coarser_voxel_size_and_keeps_the_inputs_
         assert net(torch.zeros(1, 1, 2, 64, 64)).shape == (1, 1, 2, 64, 64)
 
 
+def test_the_kernel_plan_may_be_drawn_on_the_inputs_voxels_under_a_stem():
+    """kernel_grid "input": the levels run on the stem's grid, but which of them convolve and pool across z is
+    decided at the volume's voxel size, as for the plain net: a thin z halo on a thin ssTEM stack."""
+    plain = UNetConfig(voxel_size=(50, 4.6, 4.6), levels=4)
+    cfg = UNetConfig(voxel_size=(50, 4.6, 4.6), levels=4, stem=(1, 4, 4), kernel_grid="input")
+    assert (cfg.kernels, cfg.pools) == (plain.kernels, plain.pools)
+    assert cfg.divisor == (1, 32, 32)
+    on_stem = UNetConfig(voxel_size=(50, 4.6, 4.6), levels=4, stem=(1, 4, 4))
+    assert on_stem.pools == [(1, 2, 2), (2, 2, 2), (2, 2, 2)] and on_stem.divisor == (4, 32, 32)
+    halo = [predict.block_halo(UNet3D(c)) for c in (cfg, on_stem)]
+    assert halo[0][0] < halo[1][0] and halo[0][1:] == halo[1][1:]  # z halo 2 against 24; in-plane the same
+    # saved and loaded with its grid; a config from before the option reads as "stem", the plan it was made with
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    old = on_stem.to_dict()
+    del old["kernel_grid"]
+    assert UNetConfig.from_dict(old) == on_stem
+    with pytest.raises(ValueError, match="kernel_grid 'voxels': one of stem, input"):
+        UNetConfig(voxel_size=(50, 4.6, 4.6), stem=(1, 4, 4), kernel_grid="voxels")
+
+
 def test_a_model_saved_before_stems_loads_as_the_plain_net():
     old = UNetConfig(voxel_size=(8, 8, 8), levels=2, base=4).to_dict()
     del old["stem"]
@@ -106,10 +126,11 @@ def _stitched(model, raw, block, halo):
     return out
 
 
-@pytest.mark.parametrize("voxel, stem", [((8, 8, 8), (1, 1, 1)), ((40, 8, 8), (1, 1, 1)), ((40, 4, 4), (1, 2, 2))])
-def test_blockwise_prediction_has_no_seams(voxel, stem):
+@pytest.mark.parametrize("voxel, stem, grid", [((8, 8, 8), (1, 1, 1), "stem"), ((40, 8, 8), (1, 1, 1), "stem"),
+                                               ((40, 4, 4), (1, 2, 2), "stem"), ((20, 4, 4), (1, 4, 4), "input")])
+def test_blockwise_prediction_has_no_seams(voxel, stem, grid):
     torch.manual_seed(0)
-    model = UNet3D(UNetConfig(voxel_size=voxel, levels=3, base=4, stem=stem)).eval()
+    model = UNet3D(UNetConfig(voxel_size=voxel, levels=3, base=4, stem=stem, kernel_grid=grid)).eval()
     with torch.no_grad():  # a random net's output is nearly flat at p=0.5: spread it so seams would show
         model.head.weight.mul_(50)
     raw = np.random.default_rng(0).integers(0, 255, (32, 128, 128), dtype=np.uint8)

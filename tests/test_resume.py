@@ -12,7 +12,7 @@ import torch
 from conftest import blobs_volume, db_snapshot
 
 from remote.dispatch import Dispatcher
-from sessions import jobfiles, jobs, labels, rounds
+from sessions import jobfiles, jobs, labels, rounds, train_options
 from sessions.errors import FibError
 
 NET = {"patch": (8, 32, 32), "base": 4, "levels": 2, "threads": 1}
@@ -185,13 +185,13 @@ def test_resumable_only_for_stopped_trainings_with_a_checkpoint(sess):
 
 # ----------------------------------------------------------------- fine-tuning follows the target
 
-def _completed_train(s, n: int, target: str, base=4, levels=2, drop_stem=False) -> dict:
+def _completed_train(s, n: int, target: str, base=4, levels=2, drop_stem=False, batch=None) -> dict:
     """A COMPLETED train job of round n for `target`, as the job would leave it (spec, model.pt, result.json);
     `drop_stem`: its spec as fibtui wrote it before stems existed."""
     spec = rounds.train_spec(s, rounds.get(s, n), target=target, iterations=1, init="scratch",
-                             **{**NET, "base": base, "levels": levels})
+                             batch=batch, **{**NET, "base": base, "levels": levels})
     if drop_stem:
-        del spec["model"]["stem"]
+        del spec["model"]["stem"], spec["model"]["kernel_grid"]
     job = jobs.create(s, n, "train", spec, "local")
     jd = jobs.job_dir(s, job)
     (jd / "model.pt").write_bytes(b"weights")
@@ -248,29 +248,54 @@ def test_architecture_follows_the_init_model_or_is_refused(sess):
     rounds.new_round(sess)
     r2 = rounds.get(sess, 2)
     spec = rounds.train_spec(sess, r2, target="blob", iterations=5, patch=(8, 32, 32))
-    assert spec["model"] == {"base": 4, "levels": 2, "stem": [1, 1, 1]}  # kept from the init model
-    with pytest.raises(FibError, match=r"base 16, levels 2, stem 1,1,1: r1-train-1, .* has base 4, levels 2"):
+    grid = train_options.DEFAULT_KERNEL_GRID
+    assert spec["model"] == {"base": 4, "levels": 2, "stem": [1, 1, 1], "kernel_grid": grid}  # kept from the init model
+    with pytest.raises(FibError, match=r"base 16, levels 2, stem 1,1,1, kernel grid \w+: r1-train-1, .* has base 4, "
+                                       r"levels 2"):
         rounds.train_spec(sess, r2, target="blob", iterations=5, base=16)
-    with pytest.raises(FibError, match=r"stem 1,2,2: r1-train-1, .* stem 1,1,1; pass those, or --from scratch"):
+    with pytest.raises(FibError, match=r"stem 1,2,2, .*: r1-train-1, .* stem 1,1,1, .*; pass those, or --from scratch"):
         rounds.train_spec(sess, r2, target="blob", iterations=5, stem=(1, 2, 2))
+    other = next(g for g in train_options.KERNEL_GRIDS if g != grid)
+    with pytest.raises(FibError, match=rf"kernel grid {other}: r1-train-1, .* kernel grid {grid}; pass those"):
+        rounds.train_spec(sess, r2, target="blob", iterations=5, kernel_grid=other)
     assert rounds.train_spec(sess, r2, target="blob", iterations=5, base=16, init="scratch")["model"] == \
-        {"base": 16, "levels": 4, "stem": [1, 1, 1]}                    # 8 nm voxels: no stem
-    # a model trained before stems existed (its spec has none) is fine-tuned as the plain net it is
+        {"base": 16, "levels": 4, "stem": [1, 1, 1], "kernel_grid": grid}  # 8 nm voxels: no stem
+    # a model trained before stems existed (its spec has neither stem nor kernel grid) is fine-tuned as the plain
+    # net it is, its plan drawn on the stem's grid as it was then
     old = _completed_train(sess, 2, "blob", drop_stem=True)
     assert "stem" not in jobs.spec(sess, old)["model"]
     rounds.new_round(sess)
     spec = rounds.train_spec(sess, rounds.get(sess, 3), target="blob", iterations=5, patch=(8, 32, 32))
     assert spec["init_job"] == old["id"] and spec["model"]["stem"] == [1, 1, 1]
+    assert spec["model"]["kernel_grid"] == "stem"
 
 
-def test_the_stem_follows_the_voxel_size():
-    assert rounds.default_stem((50, 4.6, 4.6)) == (1, 2, 2)
-    assert rounds.default_stem((4, 4, 4)) == (2, 2, 2)
+def test_the_stem_and_batch_follow_the_voxel_size():
+    assert rounds.default_stem((50, 4.6, 4.6)) == (1, 4, 4) and rounds.default_batch((50, 4.6, 4.6)) == 4
+    assert rounds.default_stem((4, 4, 4)) == (2, 2, 2) and rounds.default_batch((4, 4, 4)) == 2
     assert rounds.default_stem((8, 8, 8)) == rounds.default_stem((12, 12, 12)) == (1, 1, 1)
+    assert rounds.default_batch((8, 8, 8)) == rounds.default_batch((40, 8, 8)) == 2
     from remote.model import UNetConfig
     for vs in ((50, 4.6, 4.6), (40, 8, 8), (4, 4, 4), (8, 8, 8)):   # the default net takes the default patch
-        div = UNetConfig(voxel_size=vs, levels=4, stem=rounds.default_stem(vs)).divisor
+        div = UNetConfig(voxel_size=vs, levels=4, stem=rounds.default_stem(vs),
+                         kernel_grid=train_options.DEFAULT_KERNEL_GRID).divisor
         assert all(p % d == 0 for p, d in zip(rounds.default_patch(vs), div)), (vs, div)
+
+
+def test_a_fine_tune_keeps_the_batch_of_the_model_it_continues(sess):
+    """Like the patch: the same cost per iteration as the model it continues, unless given."""
+    _completed_train(sess, 1, "blob", batch=3)
+    rounds.new_round(sess, "blob")
+    r2 = rounds.get(sess, 2)
+    assert rounds.default_batch((8, 8, 8)) != 3
+    assert rounds.train_spec(sess, r2, target="blob", iterations=5)["batch"] == 3
+    assert rounds.train_spec(sess, r2, target="blob", iterations=5, batch=1)["batch"] == 1
+    assert rounds.train_spec(sess, r2, target="blob", iterations=5, init="scratch", **NET)["batch"] == \
+        rounds.default_batch((8, 8, 8))
+    from fibtui.actions import ACTIONS
+    from fibtui.actions.base import parse
+    assert parse(sess, ACTIONS["train"], {})["batch"] == 3                     # the form's and the CLI's default
+    assert parse(sess, ACTIONS["train"], {"init": "scratch"})["batch"] == rounds.default_batch((8, 8, 8))
 
 
 def test_a_refused_training_leaves_the_session_unchanged(sess):

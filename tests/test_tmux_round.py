@@ -80,13 +80,13 @@ def test_a_round_by_keys_and_palette_at_80x24(tmp_path):
         pane.wait("frozen once attached")
         pane.keys("y")
         pane.wait("held-out region 1 labelled")
-        # Train (palette): round, target, iterations, patch, batch, lr, base, levels, stem, seed, threads
+        # Train (palette): round, target, iterations, patch, batch, lr, base, levels, stem, kernel grid, seed, threads
         pane.keys("C-p")
         pane.type("Train")
         time.sleep(0.5)
         pane.keys("Enter")
         pane.wait("Iterations")
-        for value in ("", "blob", "12", "8,32,32", "1", "", "4", "2", "", "", "1"):
+        for value in ("", "blob", "12", "8,32,32", "1", "", "4", "2", "", "", "", "1"):
             if value:
                 pane.type(value)
             pane.tab()

@@ -15,6 +15,7 @@ from conftest import blobs_volume, db_snapshot, run_cli
 from remote.preprocess import resolve, wrap
 from remote.sampling import PatchSampler, split_crop
 from sessions.errors import FibError
+from sessions import train_options
 from sessions.train_options import AUGMENT_PRESETS, parse_augment, preprocess_record
 
 
@@ -221,16 +222,18 @@ def test_prediction_applies_the_models_preprocessing(trained):
 
 def test_bad_training_options_are_one_line_and_change_nothing(trained):
     before = db_snapshot(trained)
+    grid = train_options.DEFAULT_KERNEL_GRID  # the fixture's model's
     for flags, says in ((["--preprocess", "sharpen"], "--preprocess 'sharpen': choose one of"),
                         (["--augment", "twirl=1"], "--augment 'twirl=1': no augmentation 'twirl'"),
                         (["--validation", "0.9"], "--validation 0.9: give a fraction"),
                         (["--tta", "rotations"], "--tta 'rotations': choose one of none, flips"),
                         (["--choose", "worst"], "--choose 'worst': choose one of final, best"),
+                        (["--kernel-grid", "voxels"], "--kernel-grid 'voxels': choose one of stem, input"),
                         (["--preprocess", "clahe"], "was trained on percentile; pass --preprocess percentile"),
                         (["--patch", "7,32,30"], "--patch 7,32,30: each extent must be a multiple of 2,2,2 (the "
                                                  "U-Net's pooling, stem included); try --patch 8,32,30"),
-                        (["--stem", "1,2,2"], "stem 1,2,2: r1-train-1, the model this training starts from, has "
-                                              "base 4, levels 2, stem 1,1,1")):
+                        (["--stem", "1,2,2"], f"stem 1,2,2, kernel grid {grid}: r1-train-1, the model this training "
+                                              f"starts from, has base 4, levels 2, stem 1,1,1, kernel grid {grid}")):
         out = run_cli("round", "train", "--session", trained, "--target", "blob", "--iterations", "5", *flags)
         assert out.returncode != 0 and says in out.stderr, (flags, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1

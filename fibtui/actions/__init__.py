@@ -37,6 +37,7 @@ from fibtui.actions.defaults import (
     VOLUME,
     active_jobs,
     class_names,
+    default_batch,
     default_patch,
     default_preprocess,
     executors,
@@ -108,15 +109,21 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
             Param("iterations", "--iterations", "Iterations", integer(1), train_options.DEFAULT_ITERATIONS,
                   "training iterations"),
             Param("patch", "--patch", "Patch Z,Y,X", triple(), default_patch, "patch shape (default from the voxel size)"),
-            Param("batch", "--batch", "Batch", integer(1), 2, "patches per step"),
+            Param("batch", "--batch", "Batch", integer(1), default_batch,
+                  "patches per step (default: the starting model's, else from the voxel size)"),
             Param("lr", "--lr", "Learning rate", number(gt=0), 1e-3, "peak learning rate (cosine decay)"),
             Param("base", "--base", "Base channels", integer(1), None,
                   "U-Net channels at the first level (default: the starting model's, else 16)"),
             Param("levels", "--levels", "Levels", integer(1), None,
                   "U-Net levels (default: the starting model's, else 4)"),
             Param("stem", "--stem", "Stem Z,Y,X", triple(), None,
-                  "pooling before the U-Net's levels, per axis (default: the starting model's, else 2 on axes "
-                  f"finer than {STEM_BELOW_NM:g} nm)"),
+                  "pooling before the U-Net's levels, per axis (default: the starting model's, else on axes finer "
+                  f"than {STEM_BELOW_NM:g} nm 4 in-plane on anisotropic voxels, 2 on isotropic ones)"),
+            Param("kernel_grid", "--kernel-grid", "Kernel grid", train_options.check_kernel_grid, None,
+                  "the voxels the U-Net's kernel plan is drawn on with a stem: input (the volume's: levels as 2D "
+                  "as the plain net's) or stem (the levels' coarser grid: more 3D levels, a deeper z halo); "
+                  f"default: the starting model's, else {train_options.DEFAULT_KERNEL_GRID}",
+                  choices=lambda s: list(train_options.KERNEL_GRIDS)),
             Param("seed", "--seed", "Seed", integer(0), 0, "random seed"),
             THREADS,
             Param("init", "--from", "Start from", init_source, "auto",

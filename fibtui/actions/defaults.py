@@ -46,6 +46,14 @@ def default_patch(session: Session, ctx: dict):
     return rounds.train_patch(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
 
 
+def default_batch(session: Session, ctx: dict):
+    """The batch `train_spec` would use: the starting model's when fine-tuning, else the voxel size's."""
+    vol = only_volume(session, ctx)
+    if not vol:
+        return None
+    return rounds.train_batch(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
+
+
 def default_preprocess(session: Session, ctx: dict) -> str:
     """The preprocessing `train_spec` would use: the starting model's when fine-tuning, else the default."""
     from sessions.train_options import DEFAULT_PREPROCESS

@@ -52,19 +52,22 @@ def label_holdout(session: Session, ctx: Context, *, region: int, labels_path: P
 
 
 def train(session: Session, ctx: Context, *, round_n: int | None, target: str | None, iterations: int, patch,
-          batch: int, lr: float, base: int | None, levels: int | None, stem, seed: int, threads: int, init,
-          preprocess: str | None, augment: dict, validation: float, tta: str, choose: str, executor: str) -> dict:
+          batch: int | None, lr: float, base: int | None, levels: int | None, stem, seed: int, threads: int, init,
+          preprocess: str | None, augment: dict, validation: float, tta: str, choose: str, executor: str,
+          kernel_grid: str | None) -> dict:
     rnd = rounds.get(session, round_n)
     spec = rounds.train_spec(session, rnd, target=target, iterations=iterations, patch=patch, batch=batch, lr=lr,
                              base=base, levels=levels, seed=seed, threads=threads, init=init, preprocess=preprocess,
-                             augment=augment, validation=validation, stem=stem, tta=tta, choose=choose)
+                             augment=augment, validation=validation, stem=stem, tta=tta, choose=choose,
+                             kernel_grid=kernel_grid)
     check_patch(spec)
     job = _dispatcher(session, ctx).submit(rnd["n"], "train", spec, executor)
     rounds.set_target(session, rnd["n"], spec["target_name"])
     log(session, ctx, "job submitted", "job", job["id"], rnd["n"],
         {"kind": "train", "executor": executor, "target": spec["target_name"], "iterations": iterations,
-         "patch": ",".join(map(str, spec["patch"])), "batch": batch, "lr": lr, "base": spec["model"]["base"],
+         "patch": ",".join(map(str, spec["patch"])), "batch": spec["batch"], "lr": lr, "base": spec["model"]["base"],
          "levels": spec["model"]["levels"], "stem": ",".join(map(str, spec["model"]["stem"])),
+         "kernel_grid": spec["model"]["kernel_grid"],
          "seed": seed, "from": spec.get("init_job") or "scratch", "preprocess": spec["preprocess"]["method"],
          "augment": augment_text(spec["augment"]), "validation": spec["validation"], "tta": spec["tta"],
          "choose": spec["choose"]})
