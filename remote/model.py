@@ -60,7 +60,8 @@ class UNetConfig:
     kernels: list[tuple[int, int, int]] = field(default_factory=list)
     pools: list[tuple[int, int, int]] = field(default_factory=list)
     stem: tuple[int, int, int] = (1, 1, 1)
-    kernel_grid: str = "stem"
+    kernel_grid: str = "stem"  # what configs saved before the option were planned on; new trainings take
+                               # sessions/train_options.DEFAULT_KERNEL_GRID (sessions/rounds.train_spec)
 
     def __post_init__(self):
         self.stem = tuple(int(s) for s in self.stem)

@@ -129,8 +129,9 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     `tta`: the test-time flips the model is validated and applied with (None: the default, also when
     fine-tuning: they are not in the weights).
 
-    Architecture: fine-tuning keeps the init model's. `base`/`levels`/`stem` None take it (from scratch:
-    16, 4 and `default_stem` of the voxel size); given and different from the init model's, or a volume of
+    Architecture: fine-tuning keeps the init model's. `base`/`levels`/`stem`/`kernel_grid` None take it (from
+    scratch: 16, 4, `default_stem` of the voxel size and train_options.DEFAULT_KERNEL_GRID; a spec written before
+    kernel grids existed was planned on the stem's grid); given and different from the init model's, or a volume of
     another voxel size, they are refused here (FibError) rather than failing in the job: pass the init
     model's values, or init="scratch".
     """
@@ -246,8 +247,8 @@ def default_stem(voxel_size) -> tuple[int, int, int]:
     """Pooling on the axes finer than STEM_BELOW_NM: there a voxel is far smaller than any structure a round
     segments (mitochondria, a pore 100 nm across), so the levels run on a coarser grid, at a fraction of the
     work and with more context, and the full-resolution input still reaches the output. ×4 in-plane on an
-    anisotropic (ssTEM-like) volume: on 4.6 nm vnc-mito it beat ×2 (held-out IoU 0.796 ± 0.019 → see
-    docs/benchmarks.md, "A 4× stem with the kernel plan on the input's voxels"); ×2 on the fine axes of an
+    anisotropic (ssTEM-like) volume: on 4.6 nm vnc-mito it beat ×2 (held-out IoU 0.796 ± 0.019 → 0.847 ±
+    0.009, docs/benchmarks.md, "A 4× stem with the kernel plan on the input's voxels"); ×2 on the fine axes of an
     isotropic one, where a 4× stem in 3D would pool 64 voxels into one and is not measured."""
     vs = [float(v) for v in voxel_size]
     factor = 4 if vs[0] > 2 * min(vs[1:]) else 2
@@ -261,8 +262,8 @@ def train_batch(session: Session, prev: dict | None, voxel_size) -> int:
 
 
 def default_batch(voxel_size) -> int:
-    """Patches per step: 4 where the default stem pools in-plane by 4 (a step of that net on two patches is a
-    quarter of the ×2 net's, so four patches cost about what two did, and BatchNorm sees twice the content), else 2."""
+    """Patches per step: 4 where the default stem pools in-plane by 4 (that net's step on four patches costs less
+    than the ×2 net's on two, 0.33 against 0.47 s on 2 cores, and BatchNorm sees twice the content), else 2."""
     return 4 if max(default_stem(voxel_size)) >= 4 else 2
 
 
