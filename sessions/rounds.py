@@ -236,8 +236,13 @@ def start_of(train: dict | None) -> str | None:
 
 def train_patch(session: Session, prev: dict | None, voxel_size) -> tuple[int, int, int]:
     """A training's default patch: that of the training it fine-tunes, else the voxel size's default."""
-    patch = (jobs.spec(session, prev) or {}).get("patch") if prev else None
+    patch = started_with(session, prev, "patch")
     return tuple(int(v) for v in patch) if patch else default_patch(voxel_size)
+
+
+def started_with(session: Session, prev: dict | None, key: str):
+    """The value of `key` in the spec of the training `prev` a fine-tune continues (None: scratch, or none)."""
+    return (jobs.spec(session, prev) or {}).get(key) if prev else None
 
 
 STEM_BELOW_NM = 6.0  # axes with finer voxels are pooled before the U-Net's levels (see remote/model.py)
@@ -257,7 +262,7 @@ def default_stem(voxel_size) -> tuple[int, int, int]:
 
 def train_batch(session: Session, prev: dict | None, voxel_size) -> int:
     """A training's default batch: that of the training it fine-tunes, else the voxel size's default."""
-    batch = (jobs.spec(session, prev) or {}).get("batch") if prev else None
+    batch = started_with(session, prev, "batch")
     return int(batch) if batch else default_batch(voxel_size)
 
 

@@ -40,18 +40,20 @@ def starting_job(session: Session, ctx: dict) -> dict | None:
 
 def default_patch(session: Session, ctx: dict):
     """The patch `train_spec` would use: the starting model's when fine-tuning, else the voxel size's."""
-    vol = only_volume(session, ctx)
-    if not vol:
-        return None
-    return rounds.train_patch(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
+    return _from_start_or_volume(session, ctx, rounds.train_patch)
 
 
 def default_batch(session: Session, ctx: dict):
     """The batch `train_spec` would use: the starting model's when fine-tuning, else the voxel size's."""
+    return _from_start_or_volume(session, ctx, rounds.train_batch)
+
+
+def _from_start_or_volume(session: Session, ctx: dict, rule):
+    """`rule(session, starting job, voxel size)` for the only volume (None without one)."""
     vol = only_volume(session, ctx)
     if not vol:
         return None
-    return rounds.train_batch(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
+    return rule(session, starting_job(session, ctx), catalog.get_volume(session, vol)["voxel_size"])
 
 
 def default_preprocess(session: Session, ctx: dict) -> str:
