@@ -56,8 +56,7 @@ from sessions.volumes import omezarr  # noqa: E402
 
 ANISO = (50.0, 4.6, 4.6)
 HALO_VOLUMES = [(30, 512, 512), (200, 4096, 4096)]
-H100 = {"name": "80 GB GPU, base 32, bf16", "base": 32, "budget": predict.CUDA_MEMORY_FRACTION * 80e9,
-        "bytes_per_value": 2}
+H100_BUDGET = predict.CUDA_MEMORY_FRACTION * 80e9  # the block chooser's budget on an idle 80 GB GPU
 
 
 def triple(s: str) -> tuple[int, int, int]:
@@ -177,25 +176,47 @@ def end_to_end(cfg, device, block, n_blocks, threads, work: Path) -> dict:
             "blocks_s": vox / last["voxels_per_s"], "run_s": total}
 
 
-def halo_rows(levels: int, base: int, device) -> list[dict]:
-    """Old default block vs the chosen one, for this device's memory and for an 80 GB GPU."""
-    model = UNet3D(UNetConfig(voxel_size=ANISO, levels=levels, base=base))
-    div = model.cfg.divisor
-    halo = predict.block_halo(model)
-    here = {"name": f"this {device.type} ({predict.memory_budget(device) / 1e9:.1f} GB budget), base {base}",
-            "bpv": predict.bytes_per_voxel(model, device), "budget": predict.memory_budget(device)}
-    ref = {"name": H100["name"], "bpv": predict.ACTIVATION_VALUES * H100["base"] * H100["bytes_per_value"],
-           "budget": H100["budget"]}
+def halo_nets(base: int) -> list[tuple[str, UNetConfig]]:
+    """The nets of the halo table at 50×4.6×4.6 nm: the issue's reference (4 levels, no stem, `base`) and the
+    one a round trains by default there (base 16, 4 levels, `rounds.default_stem`, the default kernel grid),
+    whose 4× stem widens the in-plane halo fourfold."""
+    from sessions.rounds import default_stem
+    from sessions.train_options import DEFAULT_KERNEL_GRID
+
+    stem = default_stem(ANISO)
+    return [(f"4 levels, base {base}, no stem", UNetConfig(voxel_size=ANISO, levels=4, base=base)),
+            (f"default: base 16, stem {','.join(map(str, stem))}",
+             UNetConfig(voxel_size=ANISO, levels=4, base=16, stem=stem, kernel_grid=DEFAULT_KERNEL_GRID))]
+
+
+def halo_rows(base: int, device) -> list[dict]:
+    """Old default block vs the chosen one, for this device's memory and for an 80 GB GPU (bf16), per net."""
     rows = []
-    for shape in HALO_VOLUMES:
-        choices = [("old default", blocks.DEFAULT_BLOCK)]
-        choices += [(m["name"], blocks.choose_block(shape, halo, div, m["bpv"], m["budget"])) for m in (here, ref)]
-        for name, block in choices:
-            biggest = tuple(min(b, s) for b, s in zip(block, shape))
-            rows.append({"volume": list(shape), "memory": name, "block": list(block),
-                         "input": list(blocks.input_shape(biggest, halo, div)),
-                         "computed_per_output": blocks.computed_per_output(shape, block, halo, div)})
+    for net, cfg in halo_nets(base):
+        model = UNet3D(cfg)
+        div, halo = cfg.divisor, predict.block_halo(model)
+        here = (f"this {device.type} ({predict.memory_budget(device) / 1e9:.1f} GB budget)",
+                predict.bytes_per_voxel(model, device), predict.memory_budget(device))
+        ref = ("80 GB GPU, bf16", predict.bytes_per_voxel(model, torch.device("cuda")), H100_BUDGET)
+        for shape in HALO_VOLUMES:
+            choices = [("old default", blocks.DEFAULT_BLOCK)]
+            choices += [(name, blocks.choose_block(shape, halo, div, bpv, budget)) for name, bpv, budget in (here, ref)]
+            for name, block in choices:
+                biggest = tuple(min(b, s) for b, s in zip(block, shape))
+                rows.append({"net": net, "halo": list(halo), "volume": list(shape), "memory": name,
+                             "block": list(block), "input": list(blocks.input_shape(biggest, halo, div)),
+                             "computed_per_output": blocks.computed_per_output(shape, block, halo, div)})
     return rows
+
+
+def halo_report(rows: list[dict]) -> list[str]:
+    lines = ["halo at 50×4.6×4.6 nm (computed ÷ output voxels over the whole plan, edge blocks included):",
+             f"{'net':30} {'halo':12} {'volume':14} {'memory':28} {'block':14} {'input computed':15} {'comp/out':>8}"]
+    for h in rows:
+        lines.append(f"{h['net']:30} {','.join(map(str, h['halo'])):12} {'×'.join(map(str, h['volume'])):14} "
+                     f"{h['memory']:28} {'×'.join(map(str, h['block'])):14} {'×'.join(map(str, h['input'])):15} "
+                     f"{h['computed_per_output']:8.3f}")
+    return lines
 
 
 def measure(args) -> dict:
@@ -234,7 +255,7 @@ def measure(args) -> dict:
     out["end_to_end"] = {**e2e, "mode": name, "bare_before_gvox_s": before, "bare_after_gvox_s": after,
                          "ratio_to_bare": e2e["gvox_s"] / bare}
     out["load_1min_end"] = round(os.getloadavg()[0], 2)
-    out["halo"] = halo_rows(4, args.base, device)
+    out["halo"] = halo_rows(args.base, device)
     return out
 
 
@@ -256,11 +277,7 @@ def report(r: dict, argv: list[str]) -> str:
               f"(run with model load + pyramid {e['run_s']:.1f} s)",
               f"ratio end to end ÷ bare (block output, {e['mode']}; bare {e['bare_before_gvox_s']:.4g} before, "
               f"{e['bare_after_gvox_s']:.4g} after, their mean): {e['ratio_to_bare']:.3f}",
-              "", "halo at 50×4.6×4.6 nm, 4 levels (computed ÷ output voxels over the whole plan):",
-              f"{'volume':16} {'memory':40} {'block':16} {'input computed':16} {'computed/output':>15}"]
-    for h in r["halo"]:
-        lines.append(f"{'×'.join(map(str, h['volume'])):16} {h['memory']:40} {'×'.join(map(str, h['block'])):16} "
-                     f"{'×'.join(map(str, h['input'])):16} {h['computed_per_output']:15.3f}")
+              ""] + halo_report(r["halo"])
     lines += ["", "reproduce: python benchmarks/gpu_throughput.py " + " ".join(argv)]
     return "\n".join(lines)
 
@@ -278,8 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     ap.add_argument("--wait-load", type=float, default=0.0, help="seconds to wait for the load to fall under 1")
     ap.add_argument("--workdir", default=None, help="where the generated volume goes (default: the temp dir)")
+    ap.add_argument("--halo-only", action="store_true", help="print only the halo table (no timing; seconds)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.halo_only:
+        rows = halo_rows(args.base, pick_device(args.device))
+        print(json.dumps(rows, indent=2) if args.json else "\n".join(halo_report(rows)))
+        return
     r = measure(args)
     print(json.dumps(r, indent=2) if args.json else report(r, argv))
 

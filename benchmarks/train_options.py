@@ -11,7 +11,8 @@ the training job's own code, in this process; then the held-out IoU (pooled over
 as `fibtui round eval` computes it) of the model the job chose. A variant is `NAME:FLAGS`, FLAGS as
 `fibtui round train` takes them (`--preprocess=clahe`, `--augment=none`), comma-free pairs joined by spaces.
 Results are appended to DIR/results.jsonl (a run already there is skipped), so the experiment can be
-stopped and continued; `--report` prints the markdown table (mean ± sd over seeds) and writes DIR/options.png.
+stopped and continued; `--report` prints the markdown table (mean ± sd over seeds, and each variant's
+difference to the first one on the same seeds) and writes DIR/options.png.
 """
 
 from __future__ import annotations
@@ -129,15 +130,22 @@ def report(out_dir: Path) -> None:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["variant"], []).append(r)
-    print("| variant | flags | seeds | held-out IoU (mean ± sd) | per seed | train wall (s, mean) |")
-    print("|---|---|---|---|---|---|")
+    # the first variant is the baseline; each other's difference to it on the same seeds (same initial weights
+    # and patches), whose spread is far smaller than the seeds' own
+    first = {r["seed"]: r["heldout_iou"] for r in by[next(iter(by))]}
+    print(f"| variant | flags | seeds | held-out IoU (mean ± sd) | per seed | Δ vs {next(iter(by))}, same seeds "
+          f"(mean ± sd) | train wall (s, mean) |")
+    print("|---|---|---|---|---|---|---|")
     names, means, sds = [], [], []
     for name, rs in by.items():
         v = [r["heldout_iou"] for r in rs]
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         names.append(name), means.append(statistics.mean(v)), sds.append(sd)
+        d = [r["heldout_iou"] - first[r["seed"]] for r in rs if r["seed"] in first]
+        delta = "—" if name == names[0] or not d else \
+            f"{statistics.mean(d):+.3f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.3f} ({len(d)})"
         print(f"| {name} | `{rs[0]['flags'] or '(defaults)'}` | {len(v)} | **{statistics.mean(v):.3f} ± {sd:.3f}** | "
-              f"{', '.join(f'{x:.3f}' for x in v)} | {statistics.mean(r['train_wall_s'] for r in rs):.0f} |")
+              f"{', '.join(f'{x:.3f}' for x in v)} | {delta} | {statistics.mean(r['train_wall_s'] for r in rs):.0f} |")
     import matplotlib
 
     matplotlib.use("Agg")
