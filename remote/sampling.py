@@ -95,6 +95,7 @@ class PatchSampler:
         self.patch = tuple(int(p) for p in patch)
         self.target = int(target)
         self.rng = rng
+        # no augment: a spec written before the presets, whose jobs flipped (whatever today's default is)
         self.aug = {**AUGMENT_PRESETS["none"], **(augment if augment is not None else AUGMENT_PRESETS["flips"])}
         vs = [float(v) for v in voxel_size]
         # the axes a rotation / zoom / displacement may mix: those of equal voxel size (and equal patch extent)

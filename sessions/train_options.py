@@ -45,7 +45,9 @@ AUGMENT_PRESETS = {
 # A round's training when --iterations is not given: the vnc-mito round's budget, about 15 min on 2 CPU cores
 # for training and prediction with validation and test-time flips, minutes on a GPU (docs/benchmarks.md).
 DEFAULT_ITERATIONS = 2500
-DEFAULT_AUGMENT = "flips"  # the measured baseline (vnc-mito 0.735); the other presets are not measured yet
+# flips: on vnc-mito (3 seeds, docs/benchmarks.md "Augmentation presets") `intensity` and `all` were ahead on two
+# seeds of three (+0.009 and +0.005 IoU on the mean), and `all` trains 45 % slower (zoom and elastic per patch)
+DEFAULT_AUGMENT = "flips"
 DEFAULT_VALIDATION = 0.15  # fraction of each crop's extent held apart to choose the checkpoint
 # Test-time flips: the axes (of N, C, z, y, x) each extra pass mirrors; the logits are averaged (remote/model.py).
 # In-plane only: flipping z as well measured +0.003 IoU on vnc-mito for twice the cost (docs/benchmarks.md,
