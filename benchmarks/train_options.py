@@ -132,8 +132,9 @@ def report(out_dir: Path) -> None:
         by.setdefault(r["variant"], []).append(r)
     # the first variant is the baseline; each other's difference to it on the same seeds (same initial weights
     # and patches), whose spread is far smaller than the seeds' own
-    first = {r["seed"]: r["heldout_iou"] for r in by[next(iter(by))]}
-    print(f"| variant | flags | seeds | held-out IoU (mean ± sd) | per seed | Δ vs {next(iter(by))}, same seeds "
+    baseline = next(iter(by))
+    first = {r["seed"]: r["heldout_iou"] for r in by[baseline]}
+    print(f"| variant | flags | seeds | held-out IoU (mean ± sd) | per seed | Δ vs {baseline}, same seeds "
           f"(mean ± sd) | train wall (s, mean) |")
     print("|---|---|---|---|---|---|---|")
     names, means, sds = [], [], []
@@ -142,10 +143,11 @@ def report(out_dir: Path) -> None:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         names.append(name), means.append(statistics.mean(v)), sds.append(sd)
         d = [r["heldout_iou"] - first[r["seed"]] for r in rs if r["seed"] in first]
-        delta = "—" if name == names[0] or not d else \
+        delta = "—" if name == baseline or not d else \
             f"{statistics.mean(d):+.3f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.3f} ({len(d)})"
         print(f"| {name} | `{rs[0]['flags'] or '(defaults)'}` | {len(v)} | **{statistics.mean(v):.3f} ± {sd:.3f}** | "
-              f"{', '.join(f'{x:.3f}' for x in v)} | {delta} | {statistics.mean(r['train_wall_s'] for r in rs):.0f} |")
+              f"{', '.join(f'{x:.3f}' for x in v)} | {delta} | "
+              f"{statistics.mean(r['train_wall_s'] for r in rs):.0f} |")
     import matplotlib
 
     matplotlib.use("Agg")
