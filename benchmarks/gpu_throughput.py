@@ -178,25 +178,26 @@ def end_to_end(cfg, device, block, n_blocks, threads, work: Path) -> dict:
 
 def halo_nets(base: int) -> list[tuple[str, UNetConfig]]:
     """The nets of the halo table at 50×4.6×4.6 nm: the issue's reference (4 levels, no stem, `base`) and the
-    one a round trains by default there (base 16, 4 levels, `rounds.default_stem`, the default kernel grid),
-    whose 4× stem widens the in-plane halo fourfold."""
+    one a round trains from scratch there (train_options' defaults, `rounds.default_stem`), whose 4× stem
+    widens the in-plane halo fourfold."""
+    from sessions import train_options as opts
     from sessions.rounds import default_stem
-    from sessions.train_options import DEFAULT_KERNEL_GRID
 
     stem = default_stem(ANISO)
     return [(f"4 levels, base {base}, no stem", UNetConfig(voxel_size=ANISO, levels=4, base=base)),
-            (f"default: base 16, stem {','.join(map(str, stem))}",
-             UNetConfig(voxel_size=ANISO, levels=4, base=16, stem=stem, kernel_grid=DEFAULT_KERNEL_GRID))]
+            (f"default: base {opts.DEFAULT_BASE}, stem {','.join(map(str, stem))}",
+             UNetConfig(voxel_size=ANISO, levels=opts.DEFAULT_LEVELS, base=opts.DEFAULT_BASE, stem=stem,
+                        kernel_grid=opts.DEFAULT_KERNEL_GRID))]
 
 
 def halo_rows(base: int, device) -> list[dict]:
     """Old default block vs the chosen one, for this device's memory and for an 80 GB GPU (bf16), per net."""
-    rows = []
+    rows, budget_here = [], predict.memory_budget(device)
     for net, cfg in halo_nets(base):
         model = UNet3D(cfg)
         div, halo = cfg.divisor, predict.block_halo(model)
-        here = (f"this {device.type} ({predict.memory_budget(device) / 1e9:.1f} GB budget)",
-                predict.bytes_per_voxel(model, device), predict.memory_budget(device))
+        here = (f"this {device.type} ({budget_here / 1e9:.1f} GB budget)", predict.bytes_per_voxel(model, device),
+                budget_here)
         ref = ("80 GB GPU, bf16", predict.bytes_per_voxel(model, torch.device("cuda")), H100_BUDGET)
         for shape in HALO_VOLUMES:
             choices = [("old default", blocks.DEFAULT_BLOCK)]

@@ -130,10 +130,10 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     fine-tuning: they are not in the weights).
 
     Architecture: fine-tuning keeps the init model's. `base`/`levels`/`stem`/`kernel_grid` None take it (from
-    scratch: 16, 4, `default_stem` of the voxel size and train_options.DEFAULT_KERNEL_GRID; a spec written before
-    kernel grids existed was planned on the stem's grid); given and different from the init model's, or a volume of
-    another voxel size, they are refused here (FibError) rather than failing in the job: pass the init
-    model's values, or init="scratch".
+    scratch: train_options' DEFAULT_BASE, DEFAULT_LEVELS and DEFAULT_KERNEL_GRID, and `default_stem` of the
+    voxel size; a spec written before kernel grids existed was planned on the stem's grid); given and
+    different from the init model's, or a volume of another voxel size, they are refused here (FibError)
+    rather than failing in the job: pass the init model's values, or init="scratch".
     """
     target = target or rnd["target"]
     if target is None:
@@ -150,7 +150,8 @@ def train_spec(session: Session, rnd: dict, *, target: str | None, iterations: i
     init_path = None
     kernel_grid = train_options.check_kernel_grid(kernel_grid)
     if prev is None:
-        base, levels = 16 if base is None else base, 4 if levels is None else levels
+        base = train_options.DEFAULT_BASE if base is None else base
+        levels = train_options.DEFAULT_LEVELS if levels is None else levels
         stem = default_stem(vol["voxel_size"]) if stem is None else stem
         kernel_grid = kernel_grid or train_options.DEFAULT_KERNEL_GRID
         pre = train_options.preprocess_record(preprocess)

@@ -58,6 +58,8 @@ DEFAULT_TTA = "flips"
 # at 2000 iterations the two rules measured the same (3 seeds, docs/benchmarks.md, "The final weights").
 CHOOSE = {"final": "the last step's weights", "best": "the weights that scored best on the validation slabs"}
 DEFAULT_CHOOSE = "best"
+# A U-Net trained from scratch, unless told (a fine-tune keeps its model's): channels at the first level, levels.
+DEFAULT_BASE, DEFAULT_LEVELS = 16, 4
 # The voxel size the U-Net's kernel plan (remote/model.plan: which levels convolve and pool across an axis) is
 # drawn on, when a stem runs the levels on a coarser grid (without a stem both are the same).
 KERNEL_GRIDS = {"stem": "the levels' grid: the stem's coarser voxels make more levels 3D",

@@ -113,9 +113,10 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
                   "patches per step (default: the starting model's, else from the voxel size)"),
             Param("lr", "--lr", "Learning rate", number(gt=0), 1e-3, "peak learning rate (cosine decay)"),
             Param("base", "--base", "Base channels", integer(1), None,
-                  "U-Net channels at the first level (default: the starting model's, else 16)"),
+                  "U-Net channels at the first level (default: the starting model's, else "
+                  f"{train_options.DEFAULT_BASE})"),
             Param("levels", "--levels", "Levels", integer(1), None,
-                  "U-Net levels (default: the starting model's, else 4)"),
+                  f"U-Net levels (default: the starting model's, else {train_options.DEFAULT_LEVELS})"),
             Param("stem", "--stem", "Stem Z,Y,X", triple(), None,
                   "pooling before the U-Net's levels, per axis (default: the starting model's, else on axes finer "
                   f"than {STEM_BELOW_NM:g} nm 4 in-plane on anisotropic voxels, 2 on isotropic ones)"),
